@@ -1,0 +1,15 @@
+#!/usr/bin/env node
+import { Command } from 'commander';
+import { registerDoctor } from './cli/doctor.js';
+import { registerStart } from './cli/start.js';
+
+const program = new Command()
+  .name('egress-proxy')
+  .description('Zero-trust, identity-aware egress proxy.')
+  .version('0.1.0')
+  .showHelpAfterError();
+
+registerStart(program);
+registerDoctor(program);
+
+await program.parseAsync(process.argv);

@@ -1,0 +1,75 @@
+import type { Command } from 'commander';
+import type { AddressInfo } from 'node:net';
+import { ENV, loadConfig } from '../config/load.js';
+import { FileValidationError } from '../config/validate.js';
+import { startProxy } from '../proxy.js';
+
+function collect(value: string, previous: string[] = []): string[] {
+  return [...previous, value];
+}
+
+const hostPort = (a: AddressInfo): string => (a.family === 'IPv6' ? `[${a.address}]:${a.port}` : `${a.address}:${a.port}`);
+
+function banner(listen: string, admin: string): string {
+  const proxy = `http://${listen}`;
+  return [
+    '',
+    `egress-proxy is ready. Proxy: ${proxy}   Admin: http://${admin}`,
+    '',
+    'Try it:',
+    `  curl -x ${proxy} https://example.com`,
+    `  export HTTPS_PROXY=${proxy} HTTP_PROXY=${proxy} NO_PROXY=localhost,127.0.0.1`,
+    `  NODE_USE_ENV_PROXY=1 node -e "fetch('https://example.com').then(r => console.log(r.status))"`,
+    `  egress-proxy doctor --proxy ${proxy}`,
+    `Browsers: PAC file at http://${admin}/proxy.pac`,
+    '',
+  ].join('\n');
+}
+
+/** `egress-proxy start`: runs the proxy until SIGTERM/SIGINT, then drains. */
+export function registerStart(program: Command): void {
+  program
+    .command('start')
+    .description('Run the proxy (explicit listener and admin listener).')
+    .option('--config <file>', `YAML config file (env ${ENV.config})`)
+    .option('--policies <dir>', `policy directory (env ${ENV.policies}; default: policies/ beside the config)`)
+    .option('--listen <host:port>', `explicit proxy listener (env ${ENV.listen}; default 127.0.0.1:3128)`)
+    .option('--admin <host:port>', `admin listener: /healthz /readyz /proxy.pac (env ${ENV.admin}; default 127.0.0.1:9090)`)
+    .option('--allow-range <cidr>', `allow an internal range denied by default; repeatable (env ${ENV.allowRanges}, comma-separated)`, collect)
+    .option('--node-id <id>', `name of this node in logs and Via (env ${ENV.nodeId})`)
+    .option('--log-level <level>', `fatal|error|warn|info|debug|trace (env ${ENV.logLevel})`)
+    .option('--dev', 'dev mode: print how to try the proxy once it is ready')
+    .action(async (opts: { config?: string; policies?: string; listen?: string; admin?: string; allowRange?: string[]; nodeId?: string; logLevel?: string; dev?: boolean }) => {
+      let config;
+      try {
+        config = loadConfig({
+          config: opts.config, policies: opts.policies, listen: opts.listen, admin: opts.admin,
+          allowRanges: opts.allowRange, nodeId: opts.nodeId, logLevel: opts.logLevel,
+        });
+      } catch (err) {
+        if (err instanceof FileValidationError) {
+          process.stderr.write(`egress-proxy: invalid configuration\n${err.message}\n`);
+          process.exit(2);
+        }
+        throw err;
+      }
+      let proxy;
+      try {
+        proxy = await startProxy(config);
+      } catch (err) {
+        if (err instanceof FileValidationError) {
+          process.stderr.write(`egress-proxy: invalid policy in ${config.policiesDir}\n${err.message}\n`);
+          process.exit(2);
+        }
+        process.stderr.write(`egress-proxy: cannot start: ${(err as Error).message}\n`);
+        process.exit(1);
+      }
+      if (opts.dev) process.stderr.write(banner(hostPort(proxy.proxyAddress), hostPort(proxy.adminAddress)));
+      const stop = (signal: string): void => {
+        process.stderr.write(`egress-proxy: ${signal} received, draining\n`);
+        void proxy.drain().then(() => process.exit(0));
+      };
+      process.once('SIGTERM', () => stop('SIGTERM'));
+      process.once('SIGINT', () => stop('SIGINT'));
+    });
+}

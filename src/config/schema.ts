@@ -1,0 +1,62 @@
+import { z } from 'zod';
+import { cidr, hostPort, millis } from './fields.js';
+
+/** The start-up configuration file (YAML). Every field has a default, so an empty file is valid. */
+export const configSchema = z
+  .strictObject({
+    node_id: z.string().min(1).max(64).regex(/^[A-Za-z0-9._-]+$/).optional()
+      .describe('Name of this egress node in logs and the Via header; defaults to the host name.'),
+    listen: hostPort.default('127.0.0.1:3128').describe('Explicit proxy listener.'),
+    admin: hostPort.default('127.0.0.1:9090').describe('Admin listener: health, readiness, PAC.'),
+    policies: z.string().min(1).default('policies').describe('Directory of policy files (relative to this file).'),
+    allow_ranges: z.array(cidr).default([])
+      .describe('Internal CIDRs the proxy may reach although they are denied by default (as smokescreen allows).'),
+    dns: z
+      .strictObject({
+        servers: z.array(hostPort).default([]).describe('DNS servers to ask (HOST:PORT); empty = the system resolver.'),
+        cache_ttl_ms: millis(30_000, 'Longest time an answer is reused'),
+        timeout_ms: millis(5_000, 'Time allowed for one resolution'),
+      })
+      .prefault({}),
+    limits: z
+      .strictObject({
+        max_header_bytes: z.number().int().min(1024).max(1_048_576).default(32_768)
+          .describe('Largest request head accepted; larger ones get 431.'),
+        max_connections: z.number().int().min(1).max(1_000_000).default(20_000)
+          .describe('Concurrent client connections; more get 503 too_many_connections.'),
+        headers_timeout_ms: millis(15_000, 'Time a client has to send the request line and headers (slowloris guard)'),
+        request_timeout_ms: millis(300_000, 'Time a client has to send a whole request, body included'),
+        keep_alive_timeout_ms: millis(5_000, 'How long an idle kept-alive client connection is held'),
+        idle_timeout_ms: millis(300_000, 'How long a tunnel or request may see no bytes in either direction'),
+        upstream_connect_timeout_ms: millis(10_000, 'Time allowed to connect to the destination'),
+        upstream_headers_timeout_ms: millis(60_000, 'Time allowed for the destination to send response headers'),
+        drain_timeout_ms: millis(30_000, 'On SIGTERM, how long in-flight requests and tunnels may finish'),
+      })
+      .prefault({}),
+    forwarding: z
+      .strictObject({
+        x_forwarded_for: z.boolean().default(false)
+          .describe('Send X-Forwarded-For upstream. Off by default: the internet should not see internal addresses.'),
+        via: z.boolean().default(true).describe('Add a Via header naming this node (also used for loop detection).'),
+      })
+      .prefault({}),
+    pac: z
+      .strictObject({
+        proxy: hostPort.optional().describe('HOST:PORT that browsers should use; defaults to the listen address.'),
+        direct_domains: z.array(z.string().regex(/^\*?\.?[A-Za-z0-9.-]+$/)).default([])
+          .describe('Internal domains reached DIRECT (a leading dot or *. means the domain and its subdomains).'),
+        direct_cidrs: z.array(cidr).default([]).describe('Internal networks reached DIRECT.'),
+        fallback_direct: z.boolean().default(false)
+          .describe('Let browsers go DIRECT when the proxy is down. Off: traffic fails closed.'),
+      })
+      .prefault({}),
+    log: z
+      .strictObject({
+        level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace']).default('info'),
+        redact_query: z.boolean().default(true).describe('Replace query strings in logged URLs by "?REDACTED".'),
+      })
+      .prefault({}),
+  })
+  .describe('egress-proxy start-up configuration');
+
+export type ProxyConfig = z.output<typeof configSchema>;

@@ -1,0 +1,54 @@
+/**
+ * The stable reason ids. Each one appears in the `X-Egress-Reason` header, the block page,
+ * the access-log line (`reason`) and, later, the metrics label. Never rename one: admins
+ * search their logs and alert on these strings.
+ */
+export const REASONS = {
+  allowed: { status: 0, text: 'Allowed.' },
+  policy_denied: { status: 403, text: 'The egress policy does not allow this destination.' },
+  port_not_allowed: { status: 403, text: 'The egress policy does not allow this destination port.' },
+  dest_private_address: {
+    status: 403,
+    text: 'The destination resolves to a private, loopback, link-local, metadata or reserved address.',
+  },
+  proxy_loop: { status: 508, text: 'The request is addressed to this proxy itself.' },
+  not_a_proxy_request: {
+    status: 400,
+    text: 'This port is a forward proxy: send absolute-form requests (GET http://host/path) or CONNECT.',
+  },
+  bad_request: { status: 400, text: 'The request is malformed.' },
+  bad_target: { status: 400, text: 'The request target is not a valid http(s) URL or host:port.' },
+  smuggling_rejected: {
+    status: 400,
+    text: 'The request framing is ambiguous (conflicting Content-Length / Transfer-Encoding).',
+  },
+  header_too_large: { status: 431, text: 'The request headers are too large.' },
+  request_timeout: { status: 408, text: 'The client did not send a complete request in time.' },
+  upgrade_not_supported: { status: 400, text: 'Only WebSocket upgrades are supported.' },
+  method_not_allowed: { status: 405, text: 'This method is not supported by the proxy.' },
+  too_many_connections: { status: 503, text: 'The proxy is at its connection limit; try again shortly.' },
+  draining: { status: 503, text: 'The proxy is shutting down.' },
+  dns_failure: { status: 502, text: 'The destination host name could not be resolved.' },
+  upstream_refused: { status: 502, text: 'The destination refused the connection.' },
+  upstream_reset: { status: 502, text: 'The destination closed the connection unexpectedly.' },
+  upstream_unreachable: { status: 502, text: 'The destination is unreachable.' },
+  upstream_tls_error: { status: 502, text: 'The destination\'s TLS certificate or handshake failed verification.' },
+  upstream_bad_response: { status: 502, text: 'The destination sent a response the proxy cannot forward.' },
+  upstream_connect_timeout: { status: 504, text: 'The destination did not accept the connection in time.' },
+  upstream_timeout: { status: 504, text: 'The destination did not answer in time.' },
+  client_aborted: { status: 499, text: 'The client went away before the request completed.' },
+  internal_error: { status: 500, text: 'The proxy failed unexpectedly; the error is in its log.' },
+} as const satisfies Record<string, { status: number; text: string }>;
+
+export type ReasonId = keyof typeof REASONS;
+
+/** A refusal (the request was judged and turned away) rather than a failure to carry it out. */
+export function isDenial(reason: ReasonId): boolean {
+  const s = REASONS[reason].status;
+  return s >= 400 && s < 500 && s !== 499 && s !== 408 ? true : s === 508;
+}
+
+/** The HTTP status a reason is answered with. */
+export function statusOf(reason: ReasonId): number {
+  return REASONS[reason].status;
+}

@@ -1,0 +1,33 @@
+import { createServer, type Server } from 'node:http';
+import type { ProxyRuntime } from '../runtime.js';
+import { renderPac } from './pac.js';
+
+/**
+ * The admin listener: health for orchestrators, and the PAC file for browsers. Kept on its own
+ * port so the proxy port never serves anything but proxied traffic.
+ */
+export function createAdminServer(rt: ProxyRuntime): Server {
+  const pac = renderPac(rt.config);
+  return createServer({ headersTimeout: 10_000, requestTimeout: 30_000 }, (req, res) => {
+    const path = (req.url ?? '/').split('?')[0];
+    const send = (status: number, type: string, body: string): void => {
+      res.writeHead(status, { 'content-type': type, 'content-length': Buffer.byteLength(body), 'cache-control': 'no-store' });
+      res.end(req.method === 'HEAD' ? undefined : body);
+    };
+    if (req.method !== 'GET' && req.method !== 'HEAD') return send(405, 'text/plain', 'method not allowed\n');
+    switch (path) {
+      case '/healthz':
+        return send(200, 'application/json', JSON.stringify({ status: 'ok', node: rt.config.node_id }) + '\n');
+      case '/readyz': {
+        const ready = !rt.draining;
+        return send(ready ? 200 : 503, 'application/json',
+          JSON.stringify({ status: ready ? 'ready' : 'draining', policy_version: rt.current.policy.version, active: rt.active }) + '\n');
+      }
+      case '/proxy.pac':
+      case '/wpad.dat':
+        return send(200, 'application/x-ns-proxy-autoconfig', pac);
+      default:
+        return send(404, 'text/plain', 'not found\n');
+    }
+  });
+}

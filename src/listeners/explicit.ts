@@ -1,0 +1,205 @@
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { Socket } from 'node:net';
+import { chooseAddress } from '../egress/dial.js';
+import { HttpForward } from '../egress/forward-http.js';
+import { viaContains } from '../egress/headers.js';
+import { openTunnel } from '../egress/tunnel.js';
+import { forwardWebSocket } from '../egress/websocket.js';
+import { errorCode, ProxyError, upstreamReason } from '../errors/proxy-error.js';
+import { isDenial, statusOf, type ReasonId } from '../errors/reasons.js';
+import { rejectRequest, rejectSocket } from '../errors/reject.js';
+import { AccessRecord, loggedUrl } from '../logging/access-record.js';
+import { decide } from '../policy/decide.js';
+import type { ProxyRuntime } from '../runtime.js';
+import { answerConnectProbe, answerProbe, PROBE_HOST } from './probe.js';
+import { parseAbsoluteTarget, parseConnectTarget, type Target } from './target.js';
+
+/** Fills the record and asks policy; throws ProxyError on a deny so every path refuses the same way. */
+function admit(rt: ProxyRuntime, rec: AccessRecord, req: IncomingMessage, target: Target, kind: 'http' | 'connect' | 'websocket'): void {
+  rec.scheme = target.scheme;
+  rec.host = target.host;
+  rec.port = target.port;
+  rec.url = kind === 'connect' ? undefined : loggedUrl(target.scheme, target.host, target.port, target.path, rt.config.log.redact_query);
+  if (viaContains(req.headers.via, rt.viaToken)) throw new ProxyError('proxy_loop', 'own Via entry seen');
+  const d = decide(rt.current.policy, { kind, host: target.host, port: target.port });
+  rec.rule = d.rule;
+  rec.policy_version = d.version;
+  if (d.action === 'deny') throw new ProxyError(d.reason, d.rule);
+}
+
+function recordFailure(rt: ProxyRuntime, rec: AccessRecord, err: unknown): ReasonId {
+  const reason = err instanceof ProxyError ? err.reason : upstreamReason(err);
+  rec.reason = reason;
+  rec.status = statusOf(reason);
+  rec.decision = isDenial(reason) ? 'deny' : 'error';
+  if (reason === 'internal_error') rt.logger.log.error({ err }, 'unexpected failure on the request path');
+  return reason;
+}
+
+function startRecord(kind: AccessRecord['kind'], req: IncomingMessage): AccessRecord {
+  const rec = new AccessRecord(kind, req.socket.remoteAddress, req.socket.remotePort);
+  rec.method = req.method;
+  rec.user_agent = req.headers['user-agent'];
+  return rec;
+}
+
+async function onRequest(rt: ProxyRuntime, req: IncomingMessage, res: ServerResponse, expectContinue: boolean): Promise<void> {
+  const sock = req.socket;
+  const rec = startRecord('http', req);
+  const inAt = sock.bytesRead;
+  const outAt = sock.bytesWritten;
+  rt.active++;
+  res.once('close', () => {
+    rt.active--;
+    rec.bytes_in = sock.bytesRead - inAt;
+    rec.bytes_out = sock.bytesWritten - outAt;
+    if (rec.status === 0) rec.status = res.statusCode;
+    rec.write(rt.logger.access);
+  });
+  const fail = (err: unknown): void => {
+    const reason = recordFailure(rt, rec, err);
+    // An unread body would otherwise be drained just to keep a connection we are refusing.
+    if (!req.complete) res.shouldKeepAlive = false;
+    rejectRequest(req, res, reason);
+  };
+  try {
+    if (rt.draining) res.shouldKeepAlive = false;
+    const url = req.url ?? '';
+    if (url.charCodeAt(0) === 47 /* / */) throw new ProxyError('not_a_proxy_request', url);
+    const target = parseAbsoluteTarget(url);
+    if (target.host === PROBE_HOST) {
+      rec.host = PROBE_HOST;
+      rec.decision = 'allow';
+      rec.reason = 'allowed';
+      rec.rule = 'probe';
+      answerProbe(rt, res, sock.remoteAddress);
+      return;
+    }
+    admit(rt, rec, req, target, 'http');
+    const ip = await chooseAddress(rt, target);
+    rec.resolved_ip = ip;
+    rec.decision = 'allow';
+    rec.reason = 'allowed';
+    if (expectContinue) res.writeContinue();
+    new HttpForward(rt, req, res, rec, fail).start(target, ip);
+  } catch (err) {
+    fail(err);
+  }
+}
+
+async function onConnect(rt: ProxyRuntime, req: IncomingMessage, socket: Socket, head: Buffer): Promise<void> {
+  const rec = startRecord('connect', req);
+  rt.active++;
+  const done = (): void => {
+    rt.active--;
+    rec.write(rt.logger.access);
+  };
+  socket.on('error', () => socket.destroy());
+  try {
+    if (rt.draining) throw new ProxyError('draining');
+    const target = parseConnectTarget(req.url ?? '');
+    if (target.host === PROBE_HOST) {
+      Object.assign(rec, { host: PROBE_HOST, port: target.port, status: 200, decision: 'allow', reason: 'allowed', rule: 'probe' });
+      answerConnectProbe(rt, socket);
+      done();
+      return;
+    }
+    admit(rt, rec, req, target, 'connect');
+    const ip = await chooseAddress(rt, target);
+    rec.resolved_ip = ip;
+    rec.decision = 'allow';
+    rec.reason = 'allowed';
+    openTunnel(rt, rec, socket, head, ip, target.port, done);
+  } catch (err) {
+    rejectSocket(socket, recordFailure(rt, rec, err), req.headers.accept);
+    done();
+  }
+}
+
+async function onUpgrade(rt: ProxyRuntime, req: IncomingMessage, socket: Socket, head: Buffer): Promise<void> {
+  const rec = startRecord('websocket', req);
+  rt.active++;
+  const done = (): void => {
+    rt.active--;
+    rec.write(rt.logger.access);
+  };
+  socket.on('error', () => socket.destroy());
+  try {
+    if (rt.draining) throw new ProxyError('draining');
+    if (String(req.headers.upgrade).toLowerCase() !== 'websocket') throw new ProxyError('upgrade_not_supported', String(req.headers.upgrade));
+    if (req.method !== 'GET') throw new ProxyError('bad_request', 'WebSocket handshake must be GET');
+    const url = req.url ?? '';
+    if (url.charCodeAt(0) === 47) throw new ProxyError('not_a_proxy_request', url);
+    const target = parseAbsoluteTarget(url);
+    admit(rt, rec, req, target, 'websocket');
+    const ip = await chooseAddress(rt, target);
+    rec.resolved_ip = ip;
+    forwardWebSocket(rt, rec, req, socket, head, target, ip, done);
+  } catch (err) {
+    rejectSocket(socket, recordFailure(rt, rec, err), req.headers.accept);
+    done();
+  }
+}
+
+/** Maps the HTTP parser's complaint about a malformed request to a reason id. */
+export function clientErrorReason(err: unknown): ReasonId | undefined {
+  switch (errorCode(err)) {
+    case 'HPE_HEADER_OVERFLOW':
+      return 'header_too_large';
+    case 'ERR_HTTP_REQUEST_TIMEOUT':
+    case 'HPE_HEADERS_TIMEOUT':
+      return 'request_timeout';
+    case 'HPE_UNEXPECTED_CONTENT_LENGTH':
+    case 'HPE_INVALID_CONTENT_LENGTH':
+    case 'HPE_INVALID_TRANSFER_ENCODING':
+    case 'HPE_INVALID_CHUNK_SIZE':
+      return 'smuggling_rejected';
+    case 'ECONNRESET':
+    case 'EPIPE':
+      return undefined;
+    default:
+      return 'bad_request';
+  }
+}
+
+function onClientError(rt: ProxyRuntime, err: Error, socket: Socket): void {
+  const reason = clientErrorReason(err);
+  if (reason === undefined || socket.destroyed) {
+    socket.destroy();
+    return;
+  }
+  const rec = new AccessRecord('client_error', socket.remoteAddress, socket.remotePort);
+  rec.reason = reason;
+  rec.status = statusOf(reason);
+  rec.decision = 'deny';
+  rec.rule = errorCode(err);
+  rec.write(rt.logger.access);
+  rejectSocket(socket, reason);
+}
+
+/** Creates the explicit forward-proxy listener (absolute-form HTTP, CONNECT, WebSocket). */
+export function createExplicitServer(rt: ProxyRuntime): Server {
+  const { limits } = rt.config;
+  const server = createServer({
+    maxHeaderSize: limits.max_header_bytes,
+    headersTimeout: limits.headers_timeout_ms,
+    requestTimeout: limits.request_timeout_ms,
+    keepAliveTimeout: limits.keep_alive_timeout_ms,
+    connectionsCheckingInterval: Math.max(250, Math.min(30_000, Math.floor(limits.headers_timeout_ms / 4))),
+    noDelay: true,
+    insecureHTTPParser: false,
+    requireHostHeader: false,
+  });
+  server.on('request', (req, res) => void onRequest(rt, req, res, false));
+  server.on('checkContinue', (req, res) => void onRequest(rt, req, res, true));
+  server.on('connect', (req, socket, head) => void onConnect(rt, req, socket as Socket, head));
+  server.on('upgrade', (req, socket, head) => void onUpgrade(rt, req, socket as Socket, head));
+  server.on('clientError', (err, socket) => onClientError(rt, err, socket as Socket));
+  let connections = 0;
+  server.on('connection', (socket: Socket) => {
+    connections++;
+    socket.once('close', () => connections--);
+    if (connections > limits.max_connections) rejectSocket(socket, 'too_many_connections');
+  });
+  return server;
+}

@@ -1,0 +1,71 @@
+import type { Logger } from 'pino';
+import type { ReasonId } from '../errors/reasons.js';
+
+/** What kind of exchange a log line describes. */
+export type ExchangeKind = 'http' | 'connect' | 'websocket' | 'client_error';
+
+/**
+ * The facts about one request or tunnel, filled in along the request path and written as
+ * exactly one access-log line when it ends. Field names here are the log schema (docs/logging.md).
+ */
+export class AccessRecord {
+  readonly start = performance.now();
+  kind: ExchangeKind;
+  client_ip: string | undefined;
+  client_port: number | undefined;
+  method: string | undefined;
+  scheme: string | undefined;
+  host: string | undefined;
+  port: number | undefined;
+  url: string | undefined;
+  resolved_ip: string | undefined;
+  status = 0;
+  bytes_in = 0;
+  bytes_out = 0;
+  decision: 'allow' | 'deny' | 'error' = 'error';
+  reason: ReasonId = 'internal_error';
+  rule: string | undefined;
+  policy_version: string | undefined;
+  user_agent: string | undefined;
+  private written = false;
+
+  constructor(kind: ExchangeKind, clientIp: string | undefined, clientPort: number | undefined) {
+    this.kind = kind;
+    this.client_ip = clientIp;
+    this.client_port = clientPort;
+  }
+
+  /** Writes the line, once; later calls are ignored so every exit path may call it. */
+  write(log: Logger): void {
+    if (this.written) return;
+    this.written = true;
+    log.info({
+      kind: this.kind,
+      client_ip: this.client_ip,
+      client_port: this.client_port,
+      method: this.method,
+      scheme: this.scheme,
+      host: this.host,
+      port: this.port,
+      url: this.url,
+      resolved_ip: this.resolved_ip,
+      status: this.status,
+      bytes_in: this.bytes_in,
+      bytes_out: this.bytes_out,
+      duration_ms: Math.round((performance.now() - this.start) * 100) / 100,
+      decision: this.decision,
+      reason: this.reason,
+      rule: this.rule,
+      policy_version: this.policy_version,
+      user_agent: this.user_agent,
+    });
+  }
+}
+
+/** The URL as logged: the query string replaced unless the config asks to keep it (it often holds tokens). */
+export function loggedUrl(scheme: string, host: string, port: number, path: string, redactQuery: boolean): string {
+  const q = path.indexOf('?');
+  const p = redactQuery && q !== -1 ? `${path.slice(0, q)}?REDACTED` : path;
+  const h = host.includes(':') ? `[${host}]` : host;
+  return `${scheme}://${h}:${port}${p}`;
+}

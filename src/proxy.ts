@@ -1,0 +1,92 @@
+import { once } from 'node:events';
+import type { Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { Agent } from 'undici';
+import { parseHostPort } from './config/fields.js';
+import type { LoadedConfig } from './config/load.js';
+import { AddressGuard } from './egress/addresses.js';
+import { Resolver } from './egress/resolve.js';
+import { SelfAddresses } from './egress/self.js';
+import { createAdminServer } from './listeners/admin.js';
+import { createExplicitServer } from './listeners/explicit.js';
+import { createLogger, type ProxyLogger } from './logging/logger.js';
+import { loadPolicyDir } from './policy/load.js';
+import type { ProxyRuntime } from './runtime.js';
+
+/** A started proxy: where it listens, and how to stop it. */
+export interface RunningProxy {
+  runtime: ProxyRuntime;
+  proxyAddress: AddressInfo;
+  adminAddress: AddressInfo;
+  /** Stops accepting, lets in-flight work finish up to the drain timeout, then closes everything. */
+  drain(): Promise<void>;
+}
+
+async function listen(server: Server, hostPort: string): Promise<AddressInfo> {
+  const { host, port } = parseHostPort(hostPort)!;
+  server.listen({ host, port, backlog: 2048 });
+  await once(server, 'listening');
+  return server.address() as AddressInfo;
+}
+
+/** Loads policy, builds the runtime and starts both listeners. Throws if policy is invalid. */
+export async function startProxy(config: LoadedConfig, logger?: ProxyLogger): Promise<RunningProxy> {
+  const policy = loadPolicyDir(config.policiesDir);
+  const lg = logger ?? createLogger({ level: config.log.level, nodeId: config.node_id });
+  const upstream = new Agent({
+    connect: { timeout: config.limits.upstream_connect_timeout_ms, rejectUnauthorized: true, minVersion: 'TLSv1.2' },
+    headersTimeout: config.limits.upstream_headers_timeout_ms,
+    bodyTimeout: config.limits.idle_timeout_ms,
+    keepAliveTimeout: 4_000,
+    pipelining: 1,
+  });
+  const rt: ProxyRuntime = {
+    config,
+    current: { policy, guard: new AddressGuard([...config.allow_ranges, ...policy.allowRanges]) },
+    resolver: new Resolver({ servers: config.dns.servers, cacheTtlMs: config.dns.cache_ttl_ms, timeoutMs: config.dns.timeout_ms }),
+    upstream,
+    logger: lg,
+    self: new SelfAddresses(),
+    via: `1.1 ${config.node_id} (egress-proxy)`,
+    viaToken: `${config.node_id} (egress-proxy)`,
+    active: 0,
+    tunnels: new Set(),
+    draining: false,
+  };
+  const proxyServer = createExplicitServer(rt);
+  const adminServer = createAdminServer(rt);
+  const proxyAddress = await listen(proxyServer, config.listen);
+  let adminAddress: AddressInfo;
+  try {
+    adminAddress = await listen(adminServer, config.admin);
+  } catch (err) {
+    proxyServer.close();
+    throw err;
+  }
+  rt.self.add(proxyAddress.address, proxyAddress.port);
+  rt.self.add(adminAddress.address, adminAddress.port);
+  lg.log.info({ listen: proxyAddress, admin: adminAddress, policy_version: policy.version, policy_files: policy.files }, 'egress-proxy ready');
+
+  let draining: Promise<void> | undefined;
+  const drain = (): Promise<void> =>
+    (draining ??= (async () => {
+      rt.draining = true;
+      lg.log.info({ active: rt.active, drain_timeout_ms: config.limits.drain_timeout_ms }, 'draining');
+      proxyServer.close();
+      proxyServer.closeIdleConnections();
+      const deadline = Date.now() + config.limits.drain_timeout_ms;
+      while (rt.active > 0 && Date.now() < deadline) {
+        await new Promise((r) => setTimeout(r, 50));
+        proxyServer.closeIdleConnections();
+      }
+      if (rt.active > 0) lg.log.warn({ active: rt.active }, 'drain timeout reached; closing what is left');
+      proxyServer.closeAllConnections();
+      for (const s of rt.tunnels) s.destroy();
+      adminServer.close();
+      adminServer.closeAllConnections();
+      await upstream.close().catch(() => undefined);
+      lg.log.info('stopped');
+      lg.flush();
+    })());
+  return { runtime: rt, proxyAddress, adminAddress, drain };
+}

@@ -1,0 +1,29 @@
+import type { Agent } from 'undici';
+import type { LoadedConfig } from './config/load.js';
+import type { AddressGuard } from './egress/addresses.js';
+import type { Resolver } from './egress/resolve.js';
+import type { SelfAddresses } from './egress/self.js';
+import type { ProxyLogger } from './logging/logger.js';
+import type { CompiledPolicy } from './policy/load.js';
+
+/**
+ * Everything a request needs, built once at start-up and shared by the listeners. The policy
+ * and its address guard are swapped together (never one without the other) on reload.
+ */
+export interface ProxyRuntime {
+  readonly config: LoadedConfig;
+  current: { policy: CompiledPolicy; guard: AddressGuard };
+  readonly resolver: Resolver;
+  readonly upstream: Agent;
+  readonly logger: ProxyLogger;
+  readonly self: SelfAddresses;
+  /** Our Via entry, e.g. "1.1 egress-1 (egress-proxy)". */
+  readonly via: string;
+  /** The part of `via` that identifies this node, used to detect loops. */
+  readonly viaToken: string;
+  /** In-flight requests and tunnels, for draining on SIGTERM. */
+  active: number;
+  /** Client sockets of open tunnels and WebSockets, cut when the drain time runs out. */
+  readonly tunnels: Set<import('node:net').Socket>;
+  draining: boolean;
+}
