@@ -5,7 +5,7 @@ import { upstreamReason } from '../errors/proxy-error.js';
 import type { AccessRecord } from '../logging/access-record.js';
 import type { Target } from '../listeners/target.js';
 import type { ProxyRuntime } from '../runtime.js';
-import { downstreamHeaders, upstreamHeaders } from './headers.js';
+import { downstreamHeaders, hasBody, upstreamHeaders } from './headers.js';
 
 /** Called when forwarding fails before the response started, to send the refusal. */
 export type FailFn = (err: unknown) => void;
@@ -32,8 +32,6 @@ export class HttpForward implements Dispatcher.DispatchHandler {
     const { req, rt } = this;
     const tls = target.scheme === 'https' || target.scheme === 'wss';
     const hostPart = ip.includes(':') ? `[${ip}]` : ip;
-    const cl = req.headers['content-length'];
-    const hasBody = cl !== undefined ? cl !== '0' : req.headers['transfer-encoding'] !== undefined;
     const headers = upstreamHeaders(req.rawHeaders, req.headers.connection, {
       host: target.hostHeader,
       via: rt.config.forwarding.via ? rt.via : undefined,
@@ -46,7 +44,7 @@ export class HttpForward implements Dispatcher.DispatchHandler {
         path: target.path,
         method: req.method!,
         headers,
-        body: hasBody ? req : null,
+        body: hasBody(req) ? req : null,
         servername: tls && isIP(target.host) === 0 ? target.host : undefined,
       } as Dispatcher.DispatchOptions,
       this,

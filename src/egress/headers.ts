@@ -1,3 +1,5 @@
+import type { IncomingMessage } from 'node:http';
+
 /** Headers that describe one hop and never cross the proxy (RFC 9110 §7.6.1 plus the proxy ones). */
 const HOP_BY_HOP = new Set([
   'connection', 'keep-alive', 'proxy-connection', 'proxy-authorization', 'proxy-authenticate',
@@ -86,4 +88,10 @@ export function downstreamHeaders(headers: Record<string, string | string[] | un
 /** True when a Via header shows that this node already handled the request (a forwarding loop). */
 export function viaContains(via: string | undefined, token: string): boolean {
   return via !== undefined && via.includes(token);
+}
+
+/** True when the request announces a body (Content-Length above zero, or any Transfer-Encoding). */
+export function hasBody(req: IncomingMessage): boolean {
+  const cl = req.headers['content-length'];
+  return cl !== undefined ? cl !== '0' : req.headers['transfer-encoding'] !== undefined;
 }

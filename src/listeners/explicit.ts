@@ -2,7 +2,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { Socket } from 'node:net';
 import { chooseAddress } from '../egress/dial.js';
 import { HttpForward } from '../egress/forward-http.js';
-import { viaContains } from '../egress/headers.js';
+import { hasBody, viaContains } from '../egress/headers.js';
 import { openTunnel } from '../egress/tunnel.js';
 import { forwardWebSocket } from '../egress/websocket.js';
 import { errorCode, ProxyError, upstreamReason } from '../errors/proxy-error.js';
@@ -59,7 +59,7 @@ async function onRequest(rt: ProxyRuntime, req: IncomingMessage, res: ServerResp
   const fail = (err: unknown): void => {
     const reason = recordFailure(rt, rec, err);
     // An unread body would otherwise be drained just to keep a connection we are refusing.
-    if (!req.complete) res.shouldKeepAlive = false;
+    if (!req.complete && hasBody(req)) res.shouldKeepAlive = false;
     rejectRequest(req, res, reason);
   };
   try {
