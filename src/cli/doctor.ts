@@ -61,6 +61,9 @@ export async function runDoctor(env: NodeJS.ProcessEnv, proxyOpt?: string): Prom
   const noProxy = envOf(env, 'NO_PROXY');
   checks.push(https ? { level: 'ok', what: `HTTPS_PROXY=${redact(https)}` } : { level: proxyOpt ? 'warn' : 'FAIL', what: 'HTTPS_PROXY is not set: HTTPS traffic of curl, git, npm, pip, Go goes direct' });
   checks.push(http ? { level: 'ok', what: `HTTP_PROXY=${redact(http)}` } : { level: 'warn', what: 'HTTP_PROXY is not set: plain-HTTP traffic goes direct' });
+  if (env.HTTP_PROXY && !env.http_proxy) {
+    checks.push({ level: 'warn', what: 'HTTP_PROXY is set but http_proxy is not: curl and wget read only the lower-case name for plain HTTP' });
+  }
   if (noProxy) {
     const entries = noProxy.split(',').map((s) => s.trim()).filter(Boolean);
     if (entries.includes('*')) checks.push({ level: 'FAIL', what: 'NO_PROXY=* sends everything direct' });

@@ -1,0 +1,26 @@
+// 64 MiB downloads with curl: direct, or through a proxy (https => CONNECT, http => absolute-form GET).
+import { run } from './proc.mjs';
+
+const SIZE = 64 * 1024 * 1024;
+
+async function once({ url, proxyPort, cacert }) {
+  const args = ['-s', '-o', '/dev/null', '--max-time', '60', '-w', '%{http_code} %{size_download} %{time_total} %{speed_download}'];
+  if (cacert) args.push('--cacert', cacert);
+  args.push(...(proxyPort ? ['-x', `http://127.0.0.1:${proxyPort}`] : ['--noproxy', '*']), url);
+  const r = await run('curl', args, { timeoutMs: 70_000 });
+  const [code, size, seconds, speed] = r.stdout.trim().split(' ').map(Number);
+  if (r.code !== 0 || code !== 200 || size !== SIZE) {
+    throw new Error(`curl ${url}${proxyPort ? ` via :${proxyPort}` : ''}: exit ${r.code}, HTTP ${code}, ${size} bytes ${r.stderr}`);
+  }
+  return { seconds, mbps: speed / 1e6 };
+}
+
+const median = (xs) => { const s = [...xs].sort((a, b) => a - b); return s[Math.floor(s.length / 2)]; };
+
+/** Median of `runs` downloads after one unmeasured warm-up; MB/s are 10^6 bytes per second. */
+export async function download({ url, proxyPort, cacert, runs = 5 }) {
+  await once({ url, proxyPort, cacert });
+  const results = [];
+  for (let i = 0; i < runs; i++) results.push(await once({ url, proxyPort, cacert }));
+  return { mbps: median(results.map((r) => r.mbps)), seconds: median(results.map((r) => r.seconds)), runs: results.map((r) => Math.round(r.mbps)) };
+}

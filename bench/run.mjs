@@ -1,0 +1,149 @@
+// egress-proxy benchmark: direct vs Squid vs egress-proxy, all on loopback. See docs/benchmarks.md.
+//   node bench/run.mjs [--only small|connect|plain|memory] [--profile] [--seconds 10] [--tunnels 10000]
+import { mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { cpus, release, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { summarize } from './lib/cpuprofile.mjs';
+import { download } from './lib/curl.mjs';
+import { rssKB, run, sleep } from './lib/proc.mjs';
+import { markdown, table, targetLines, targets } from './lib/report.mjs';
+import { makeCert, ORIGIN_HOST, ROOT, squidVersion, startOrigin, startProxy, startSquid, stop } from './lib/servers.mjs';
+import { holdTunnels, tunnelCount } from './lib/tunnels.mjs';
+import { wrk } from './lib/wrk.mjs';
+
+const PARTS = ['memory', 'small', 'connect', 'plain'];
+const { values: opt } = parseArgs({
+  options: {
+    only: { type: 'string' }, profile: { type: 'boolean', default: false },
+    seconds: { type: 'string', default: '10' }, tunnels: { type: 'string', default: '10000' },
+  },
+});
+if (opt.only && !PARTS.includes(opt.only)) {
+  console.error(`--only must be one of ${PARTS.join('|')}`);
+  process.exit(2);
+}
+// A profile is only meaningful for the request-rate test; it also slows the proxy, so its numbers are not kept.
+const parts = opt.only ? [opt.only] : opt.profile ? ['small'] : PARTS;
+const seconds = Math.min(60, Number(opt.seconds));
+const log = (msg) => console.error(`bench: ${msg}`);
+
+async function have(cmd) {
+  return (await run('bash', ['-c', `command -v ${cmd}`])).code === 0;
+}
+
+const results = { date: new Date().toISOString(), parts, profiled: opt.profile };
+const dir = mkdtempSync(join(tmpdir(), 'egress-bench-'));
+const running = [];
+
+async function main() {
+  const hasWrk = await have('wrk');
+  const sqVer = await squidVersion();
+  if (!hasWrk || !sqVer) log(`missing ${[!hasWrk && 'wrk', !sqVer && 'squid'].filter(Boolean).join(' and ')}: apt-get install squid-openssl wrk (skipping those columns)`);
+  results.machine = {
+    nproc: Number((await run('nproc', [])).stdout.trim()), cpu: cpus()[0]?.model, kernel: release(),
+    node: process.version, squid: sqVer ?? null, wrk: hasWrk ? (await run('wrk', ['-v'])).stdout.split('\n')[0].trim() : null,
+  };
+
+  const cert = await makeCert(dir);
+  const origin = await startOrigin(dir, cert);
+  running.push(origin.child);
+  const profDir = opt.profile ? join(ROOT, 'bench/results/profile') : undefined;
+  if (profDir) mkdirSync(profDir, { recursive: true });
+  const proxy = await startProxy(dir, { cpuProfDir: profDir });
+  running.push(proxy.child);
+  const squid = sqVer ? await startSquid(dir) : undefined;
+  if (squid) running.push(squid.child);
+  const proxies = { squid, proxy };
+  log(`origin ${ORIGIN_HOST} http:${origin.http} https:${origin.https} hold:${origin.hold}; egress-proxy :${proxy.port}${squid ? `; squid :${squid.port}` : ''}; temp ${dir}`);
+
+  await sleep(1000);
+  results.rss = { proxy: { start_kb: rssKB(proxy.child.pid) }, squid: squid ? { start_kb: rssKB(squid.child.pid) } : undefined };
+
+  // Memory first, so the baseline is a fresh process; "after all load" is read at the end.
+  if (parts.includes('memory')) {
+    const count = await tunnelCount(Number(opt.tunnels));
+    if (count < Number(opt.tunnels)) log(`open-file hard limit allows only ${count} tunnels per proxy (ulimit -Hn); using ${count}`);
+    results.memory = {};
+    for (const [key, p] of Object.entries(proxies)) {
+      if (!p) continue;
+      log(`memory: ${count} idle CONNECT tunnels through ${p.name}`);
+      results.memory[key] = await holdTunnels(p, origin, count, dir);
+      if (results.memory[key].failed > 0) log(`  ${results.memory[key].failed} tunnels failed: ${results.memory[key].first_error}`);
+    }
+  }
+
+  const targetsOf = (suffix, scheme, port) => {
+    const url = `${scheme}://${ORIGIN_HOST}:${port}${suffix}`;
+    return [['direct', url, undefined], ['squid', url, squid?.port], ['proxy', url, proxy.port]]
+      .filter(([k]) => k !== 'squid' || squid);
+  };
+
+  if (parts.includes('small')) {
+    if (!hasWrk) log('small: skipped (wrk not installed: apt-get install wrk)');
+    else {
+      results.small = {};
+      for (const [key, url, proxyPort] of targetsOf('/small', 'http', origin.http)) {
+        if (opt.profile && key !== 'proxy') continue;
+        log(`small: ${key} (3 s warm-up, ${seconds} s measured)`);
+        await wrk({ originUrl: url, proxyPort, seconds: 3, dir });
+        const { raw, ...r } = await wrk({ originUrl: url, proxyPort, seconds, dir });
+        results.small[key] = r;
+        if (r.non2xx || r.socket_errors) log(`  ${key}: ${r.non2xx} non-2xx, ${r.socket_errors} socket errors\n${raw}`);
+      }
+    }
+  }
+
+  for (const [part, scheme, port] of [['connect', 'https', origin.https], ['plain', 'http', origin.http]]) {
+    if (!parts.includes(part)) continue;
+    results[part] = {};
+    for (const [key, url, proxyPort] of targetsOf('/64m', scheme, port)) {
+      log(`${part}: ${key} 64 MiB x5`);
+      results[part][key] = await download({ url, proxyPort, cacert: cert.cert });
+    }
+  }
+
+  results.ran_load = parts.some((p) => p !== 'memory');
+  await sleep(2000);
+  results.rss.proxy.end_kb = rssKB(proxy.child.pid);
+  if (squid) results.rss.squid.end_kb = rssKB(squid.child.pid);
+
+  for (const c of running.reverse()) await stop(c);
+  report(profDir);
+}
+
+function report(profDir) {
+  results.targets = targets(results);
+  console.log(`\negress-proxy benchmark  ${results.date}`);
+  const m = results.machine;
+  console.log(`machine: ${m.nproc} cores (${m.cpu}), Linux ${m.kernel}, node ${m.node}, squid ${m.squid ?? 'n/a'}, ${m.wrk ?? 'no wrk'}\n`);
+  console.log(table(results));
+  console.log(`\ntargets:\n${targetLines(results.targets)}`);
+  const outDir = join(ROOT, 'bench/results');
+  mkdirSync(outDir, { recursive: true });
+  if (profDir) {
+    const files = readdirSync(profDir).filter((f) => f.endsWith('.cpuprofile')).sort();
+    if (files.length === 0) log('no .cpuprofile written (did the proxy exit cleanly?)');
+    else {
+      const text = summarize(join(profDir, files.at(-1)));
+      writeFileSync(join(outDir, 'profile-summary.txt'), text + '\n');
+      console.log(`\n${text}`);
+    }
+    writeFileSync(join(outDir, 'profiled.json'), JSON.stringify(results, null, 2) + '\n');
+    console.log('\n(profiled run: numbers not written to latest.json)');
+    return;
+  }
+  results.markdown = markdown(results);
+  writeFileSync(join(outDir, 'latest.json'), JSON.stringify(results, null, 2) + '\n');
+  console.log(`\nwritten to bench/results/latest.json`);
+}
+
+try {
+  await main();
+} catch (err) {
+  console.error(`bench: failed: ${err.stack ?? err}`);
+  process.exitCode = 1;
+} finally {
+  // Removes the origin's private key along with everything else.
+  rmSync(dir, { recursive: true, force: true });
+}

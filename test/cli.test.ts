@@ -1,0 +1,157 @@
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Readable } from 'node:stream';
+import { ProxyAgent, request } from 'undici';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { CLI, peakRss, startCli, writeSetup } from './helpers/cli.js';
+import { startOrigin, type Origin } from './helpers/origin.js';
+import { cleanEnv, run } from './helpers/run.js';
+
+let origin: Origin;
+beforeAll(async () => {
+  origin = await startOrigin({
+    streaming: true,
+    handler: (req, res) => {
+      if (req.url === '/slow') {
+        setTimeout(() => res.end('slow done'), 800);
+        return;
+      }
+      if (req.url === '/download') {
+        const block = Buffer.alloc(1 << 20, 'd');
+        let left = 1024;
+        res.writeHead(200, { 'content-length': String(1024 << 20) });
+        const pump = (): void => {
+          while (left > 0) {
+            left--;
+            if (!res.write(block)) return void res.once('drain', pump);
+          }
+          res.end();
+        };
+        return pump();
+      }
+      let n = 0;
+      req.on('data', (c: Buffer) => { n += c.length; });
+      req.on('end', () => res.end(String(n)));
+    },
+  });
+});
+afterAll(() => origin.close());
+
+describe('egress-proxy CLI', () => {
+  it('has --help on the program and each subcommand', async () => {
+    for (const args of [['--help'], ['start', '--help'], ['doctor', '--help']]) {
+      const r = await run(process.execPath, [CLI, ...args]);
+      expect(r.code, args.join(' ')).toBe(0);
+      expect(r.stdout).toMatch(/Usage: egress-proxy/);
+    }
+    const start = await run(process.execPath, [CLI, 'start', '--help']);
+    for (const opt of ['--config', '--policies', '--listen', '--admin', '--allow-range', 'EGRESS_LISTEN']) expect(start.stdout).toContain(opt);
+  });
+
+  it('refuses to start on a bad config, naming file, line and field', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'egress-bad-'));
+    const file = join(dir, 'bad.yaml');
+    writeFileSync(file, 'listen: 127.0.0.1:0\nadmn: 127.0.0.1:0\n');
+    const r = await run(process.execPath, [CLI, 'start', '--config', file]);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain(`${file}:2:1 admn: unknown field; did you mean "admin"?`);
+  });
+
+  it('refuses to start on a broken policy file', async () => {
+    const cfg = writeSetup({}, { default: 'maybe' });
+    const r = await run(process.execPath, [CLI, 'start', '--config', cfg]);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/p\.yaml:\d+:\d+ default: /);
+  });
+
+  it('dev mode prints how to try it and serves health on the admin listener', async () => {
+    const p = await startCli(['--dev'], { EGRESS_LISTEN: '127.0.0.1:0', EGRESS_ADMIN: '127.0.0.1:0', EGRESS_CONFIG: '' });
+    try {
+      await new Promise((r) => setTimeout(r, 100));
+      expect(p.stderr()).toContain(`curl -x http://127.0.0.1:${p.port} https://example.com`);
+      expect(p.stderr()).toContain(`export HTTPS_PROXY=http://127.0.0.1:${p.port}`);
+      const health = await request(`http://127.0.0.1:${p.adminPort}/healthz`);
+      expect(await health.body.json()).toMatchObject({ status: 'ok' });
+      const ready = await request(`http://127.0.0.1:${p.adminPort}/readyz`);
+      expect(ready.statusCode).toBe(200);
+      // The shipped policy denies loopback destinations.
+      const r = await run('curl', ['-sS', '-i', '-x', p.url, 'http://127.0.0.2/'], { env: cleanEnv() });
+      expect(r.stdout).toMatch(/x-egress-reason: dest_private_address/i);
+    } finally {
+      p.child.kill('SIGTERM');
+      expect(await p.exited).toBe(0);
+    }
+  });
+
+  it('drains on SIGTERM: the in-flight request finishes, new connections are refused, exit 0, line logged', async () => {
+    const p = await startCli(['--config', writeSetup()]);
+    const agent = new ProxyAgent({ uri: p.url, proxyTunnel: false });
+    const inflight = request(`${origin.url}/slow`, { dispatcher: agent });
+    await new Promise((r) => setTimeout(r, 250));
+    p.child.kill('SIGTERM');
+    await new Promise((r) => setTimeout(r, 150));
+    const late = await run('curl', ['-sS', '-x', p.url, `${origin.url}/late`], { env: cleanEnv() });
+    expect(late.code).not.toBe(0);
+    const res = await inflight;
+    expect(res.statusCode).toBe(200);
+    expect(await res.body.text()).toBe('slow done');
+    expect(await p.exited).toBe(0);
+    await agent.close();
+    const lines = p.stdout().split('\n').filter((l) => l.includes('"type":"access"')).map((l) => JSON.parse(l));
+    expect(lines.filter((l) => String(l.url).endsWith('/slow'))).toHaveLength(1);
+    expect(p.stdout()).toContain('"msg":"stopped"');
+  });
+
+  it('streams 1 GiB up and 1 GiB down with bounded memory', async () => {
+    const p = await startCli(['--config', writeSetup()]);
+    const agent = new ProxyAgent({ uri: p.url, proxyTunnel: false });
+    try {
+      const block = Buffer.alloc(1 << 20, 'u');
+      let left = 1024;
+      const body = new Readable({ read() { this.push(left-- > 0 ? block : null); } });
+      const up = await request(`${origin.url}/upload`, { method: 'POST', body, dispatcher: agent });
+      expect(await up.body.text()).toBe(String(1024 << 20));
+      const down = await request(`${origin.url}/download`, { dispatcher: agent });
+      let n = 0;
+      for await (const c of down.body) n += (c as Buffer).length;
+      expect(n).toBe(1024 << 20);
+      const peak = peakRss(p.child.pid!);
+      expect(peak).toBeGreaterThan(0);
+      expect(peak).toBeLessThan(160 << 20);
+    } finally {
+      await agent.close();
+      p.child.kill('SIGTERM');
+      await p.exited;
+    }
+  }, 60_000);
+});
+
+describe('egress-proxy doctor', () => {
+  it('passes when the environment points at the proxy, and says why not when it does not', async () => {
+    const p = await startCli(['--config', writeSetup()]);
+    try {
+      const upper = await run(process.execPath, [CLI, 'doctor'], { env: cleanEnv({ HTTPS_PROXY: p.url, HTTP_PROXY: p.url, NODE_USE_ENV_PROXY: '1' }) });
+      expect(upper.stdout).toMatch(/^warn HTTP_PROXY is set but http_proxy is not/m);
+      expect(upper.stdout).toMatch(/^FAIL curl, with this environment, does not go through egress-proxy/m);
+      const good = await run(process.execPath, [CLI, 'doctor'], { env: cleanEnv({ HTTPS_PROXY: p.url, http_proxy: p.url, NODE_USE_ENV_PROXY: '1' }) });
+      expect(good.code, good.stdout).toBe(0);
+      expect(good.stdout).toMatch(/^ok {3}plain HTTP through .* reaches egress-proxy node cli-node/m);
+      expect(good.stdout).toMatch(/^ok {3}CONNECT \(HTTPS\) tunnels are accepted/m);
+      expect(good.stdout).toMatch(/^ok {3}curl, with this environment, goes through egress-proxy/m);
+      const bad = await run(process.execPath, [CLI, 'doctor'], { env: cleanEnv() });
+      expect(bad.code).toBe(1);
+      expect(bad.stdout).toMatch(/^FAIL HTTPS_PROXY is not set/m);
+      expect(bad.stdout).toMatch(/^warn NODE_USE_ENV_PROXY is not 1/m);
+      const bypass = await run(process.execPath, [CLI, 'doctor'], { env: cleanEnv({ HTTPS_PROXY: p.url, HTTP_PROXY: p.url, NO_PROXY: '*' }) });
+      expect(bypass.code).toBe(1);
+      expect(bypass.stdout).toMatch(/^FAIL NO_PROXY=\* sends everything direct/m);
+      const wrong = await run(process.execPath, [CLI, 'doctor', '--proxy', `http://127.0.0.1:${p.adminPort}`], { env: cleanEnv() });
+      expect(wrong.code).toBe(1);
+      expect(wrong.stdout).toMatch(/FAIL .*is not an egress-proxy/);
+    } finally {
+      p.child.kill('SIGTERM');
+      await p.exited;
+    }
+  });
+});
