@@ -42,7 +42,7 @@ async function main() {
   if (!hasWrk || !sqVer) log(`missing ${[!hasWrk && 'wrk', !sqVer && 'squid'].filter(Boolean).join(' and ')}: apt-get install squid-openssl wrk (skipping those columns)`);
   results.machine = {
     nproc: Number((await run('nproc', [])).stdout.trim()), cpu: cpus()[0]?.model, kernel: release(),
-    node: process.version, squid: sqVer ?? null, wrk: hasWrk ? (await run('wrk', ['-v'])).stdout.split('\n')[0].trim() : null,
+    node: process.version, squid: sqVer ?? null, wrk: hasWrk ? /wrk (\S+)/.exec((await run('wrk', ['-v'])).stdout)?.[1] ?? 'wrk' : null,
   };
 
   const cert = await makeCert(dir);

@@ -49,6 +49,7 @@ export async function startProxy(config: LoadedConfig, logger?: ProxyLogger): Pr
     self: new SelfAddresses(),
     via: `1.1 ${config.node_id} (egress-proxy)`,
     viaToken: `${config.node_id} (egress-proxy)`,
+    listenAddress: config.listen,
     active: 0,
     tunnels: new Set(),
     draining: false,
@@ -63,6 +64,7 @@ export async function startProxy(config: LoadedConfig, logger?: ProxyLogger): Pr
     proxyServer.close();
     throw err;
   }
+  rt.listenAddress = proxyAddress.family === 'IPv6' ? `[${proxyAddress.address}]:${proxyAddress.port}` : `${proxyAddress.address}:${proxyAddress.port}`;
   rt.self.add(proxyAddress.address, proxyAddress.port);
   rt.self.add(adminAddress.address, adminAddress.port);
   lg.log.info({ listen: proxyAddress, admin: adminAddress, policy_version: policy.version, policy_files: policy.files }, 'egress-proxy ready');

@@ -21,6 +21,8 @@ export interface ProxyRuntime {
   readonly via: string;
   /** The part of `via` that identifies this node, used to detect loops. */
   readonly viaToken: string;
+  /** The proxy listener's bound address as HOST:PORT (known once it listens); the PAC default. */
+  listenAddress: string;
   /** In-flight requests and tunnels, for draining on SIGTERM. */
   active: number;
   /** Client sockets of open tunnels and WebSockets, cut when the drain time runs out. */

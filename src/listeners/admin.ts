@@ -7,7 +7,7 @@ import { renderPac } from './pac.js';
  * port so the proxy port never serves anything but proxied traffic.
  */
 export function createAdminServer(rt: ProxyRuntime): Server {
-  const pac = renderPac(rt.config);
+  let pac: string | undefined;
   return createServer({ headersTimeout: 10_000, requestTimeout: 30_000 }, (req, res) => {
     const path = (req.url ?? '/').split('?')[0];
     const send = (status: number, type: string, body: string): void => {
@@ -25,7 +25,7 @@ export function createAdminServer(rt: ProxyRuntime): Server {
       }
       case '/proxy.pac':
       case '/wpad.dat':
-        return send(200, 'application/x-ns-proxy-autoconfig', pac);
+        return send(200, 'application/x-ns-proxy-autoconfig', (pac ??= renderPac(rt.config, rt.listenAddress)));
       default:
         return send(404, 'text/plain', 'not found\n');
     }

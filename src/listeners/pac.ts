@@ -10,8 +10,8 @@ function v4Mask(prefix: number): string {
  * Generates the PAC file: DIRECT for the configured internal domains and networks, this proxy
  * for everything else, and no DIRECT fallback unless the config asks for one (fail closed).
  */
-export function renderPac(config: LoadedConfig): string {
-  const proxy = config.pac.proxy ?? config.listen;
+export function renderPac(config: LoadedConfig, listenAddress: string): string {
+  const proxy = config.pac.proxy ?? listenAddress;
   const domains = config.pac.direct_domains.map((d) => d.replace(/^\*\./, '.').toLowerCase());
   const nets = config.pac.direct_cidrs
     .map((c) => parseCidr(c)!)

@@ -24,6 +24,8 @@ function normaliseHost(hostname: string): string {
  * numeric IPv4 spellings (2130706433, 0x7f.1) so policy and the address guard see one form.
  */
 export function parseAbsoluteTarget(raw: string): Target {
+  // RFC 3986 needs an authority; WHATWG would read "http:///x" as host "x", so check first.
+  if (!/^[A-Za-z][A-Za-z0-9+.-]*:\/\/[^/?#\\]/.test(raw)) throw new ProxyError('bad_target', 'not an absolute URI with a host');
   let url: URL;
   try {
     url = new URL(raw);
