@@ -79,6 +79,14 @@ async function main() {
       .filter(([k]) => k !== 'squid' || squid);
   };
 
+  // RSS after each phase: shows whether memory comes back, not just where it ends.
+  const phaseRss = async (phase) => {
+    await sleep(2000);
+    results.rss.proxy[`after_${phase}_kb`] = rssKB(proxy.child.pid);
+    if (squid) results.rss.squid[`after_${phase}_kb`] = rssKB(squid.child.pid);
+  };
+  if (parts.includes('memory')) await phaseRss('memory');
+
   if (parts.includes('small')) {
     if (!hasWrk) log('small: skipped (wrk not installed: apt-get install wrk)');
     else {
@@ -91,6 +99,7 @@ async function main() {
         results.small[key] = r;
         if (r.non2xx || r.socket_errors) log(`  ${key}: ${r.non2xx} non-2xx, ${r.socket_errors} socket errors\n${raw}`);
       }
+      await phaseRss('small');
     }
   }
 
@@ -101,10 +110,11 @@ async function main() {
       log(`${part}: ${key} 64 MiB x5`);
       results[part][key] = await download({ url, proxyPort, cacert: cert.cert });
     }
+    await phaseRss(part);
   }
 
   results.ran_load = parts.some((p) => p !== 'memory');
-  await sleep(2000);
+  await sleep(1000);
   results.rss.proxy.end_kb = rssKB(proxy.child.pid);
   if (squid) results.rss.squid.end_kb = rssKB(squid.child.pid);
 
@@ -118,6 +128,9 @@ function report(profDir) {
   const m = results.machine;
   console.log(`machine: ${m.nproc} cores (${m.cpu}), Linux ${m.kernel}, node ${m.node}, squid ${m.squid ?? 'n/a'}, ${m.wrk ?? 'no wrk'}\n`);
   console.log(table(results));
+  for (const [k, v] of Object.entries(results.rss)) {
+    if (v) console.log(`RSS ${k} MiB: ${Object.entries(v).map(([p, kb]) => `${p.replace(/_kb$/, '')} ${(kb / 1024).toFixed(1)}`).join(', ')}`);
+  }
   console.log(`\ntargets:\n${targetLines(results.targets)}`);
   const outDir = join(ROOT, 'bench/results');
   mkdirSync(outDir, { recursive: true });

@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 import { Command } from 'commander';
 import { registerDoctor } from './cli/doctor.js';
+import { registerSchema } from './cli/schema.js';
 import { registerStart } from './cli/start.js';
 
 const program = new Command()
@@ -11,5 +12,6 @@ const program = new Command()
 
 registerStart(program);
 registerDoctor(program);
+registerSchema(program);
 
 await program.parseAsync(process.argv);

@@ -129,3 +129,14 @@ describe('nearest', () => {
     expect(nearest('zzzzzz', ['listen', 'admin'])).toBeUndefined();
   });
 });
+
+describe('JSON Schemas for editors', () => {
+  it('are committed and match the schemas used at load time (run `egress-proxy schema` after a change)', async () => {
+    const { readFileSync } = await import('node:fs');
+    const { jsonSchemas } = await import('../src/config/json-schema.js');
+    const root = join(import.meta.dirname, '..');
+    const s = jsonSchemas();
+    expect(JSON.parse(readFileSync(join(root, 'policies', 'schema.json'), 'utf8'))).toEqual(s.policy);
+    expect(JSON.parse(readFileSync(join(root, 'docs', 'config.schema.json'), 'utf8'))).toEqual(s.config);
+  });
+});
