@@ -140,3 +140,11 @@ describe('JSON Schemas for editors', () => {
     expect(JSON.parse(readFileSync(join(root, 'docs', 'config.schema.json'), 'utf8'))).toEqual(s.config);
   });
 });
+
+describe('shipped examples', () => {
+  it('deploy/config.example.yaml is valid', () => {
+    const c = loadConfig({ config: join(import.meta.dirname, '..', 'deploy', 'config.example.yaml') }, {});
+    expect(c.node_id).toBe('egress-eu-1');
+    expect(c.pac.direct_domains).toEqual(['.corp.example']);
+  });
+});
