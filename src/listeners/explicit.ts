@@ -87,8 +87,12 @@ async function onRequest(rt: ProxyRuntime, req: IncomingMessage, res: ServerResp
   }
 }
 
-async function onConnect(rt: ProxyRuntime, req: IncomingMessage, socket: Socket, head: Buffer): Promise<void> {
-  const rec = startRecord('connect', req);
+/** Runs a raw-socket exchange (CONNECT or WebSocket): one record, one refusal path, one log line. */
+async function onSocketExchange(
+  rt: ProxyRuntime, kind: 'connect' | 'websocket', req: IncomingMessage, socket: Socket,
+  body: (rec: AccessRecord, done: () => void) => Promise<void>,
+): Promise<void> {
+  const rec = startRecord(kind, req);
   rt.active++;
   const done = (): void => {
     rt.active--;
@@ -97,6 +101,15 @@ async function onConnect(rt: ProxyRuntime, req: IncomingMessage, socket: Socket,
   socket.on('error', () => socket.destroy());
   try {
     if (rt.draining) throw new ProxyError('draining');
+    await body(rec, done);
+  } catch (err) {
+    rejectSocket(socket, recordFailure(rt, rec, err), req.headers.accept);
+    done();
+  }
+}
+
+function onConnect(rt: ProxyRuntime, req: IncomingMessage, socket: Socket, head: Buffer): Promise<void> {
+  return onSocketExchange(rt, 'connect', req, socket, async (rec, done) => {
     const target = parseConnectTarget(req.url ?? '');
     if (target.host === PROBE_HOST) {
       Object.assign(rec, { host: PROBE_HOST, port: target.port, status: 200, decision: 'allow', reason: 'allowed', rule: 'probe' });
@@ -110,35 +123,21 @@ async function onConnect(rt: ProxyRuntime, req: IncomingMessage, socket: Socket,
     rec.decision = 'allow';
     rec.reason = 'allowed';
     openTunnel(rt, rec, socket, head, ip, target.port, done);
-  } catch (err) {
-    rejectSocket(socket, recordFailure(rt, rec, err), req.headers.accept);
-    done();
-  }
+  });
 }
 
-async function onUpgrade(rt: ProxyRuntime, req: IncomingMessage, socket: Socket, head: Buffer): Promise<void> {
-  const rec = startRecord('websocket', req);
-  rt.active++;
-  const done = (): void => {
-    rt.active--;
-    rec.write(rt.logger.access);
-  };
-  socket.on('error', () => socket.destroy());
-  try {
-    if (rt.draining) throw new ProxyError('draining');
+function onUpgrade(rt: ProxyRuntime, req: IncomingMessage, socket: Socket, head: Buffer): Promise<void> {
+  return onSocketExchange(rt, 'websocket', req, socket, async (rec, done) => {
     if (String(req.headers.upgrade).toLowerCase() !== 'websocket') throw new ProxyError('upgrade_not_supported', String(req.headers.upgrade));
     if (req.method !== 'GET') throw new ProxyError('bad_request', 'WebSocket handshake must be GET');
     const url = req.url ?? '';
-    if (url.charCodeAt(0) === 47) throw new ProxyError('not_a_proxy_request', url);
+    if (url.charCodeAt(0) === 47 /* / */) throw new ProxyError('not_a_proxy_request', url);
     const target = parseAbsoluteTarget(url);
     admit(rt, rec, req, target, 'websocket');
     const ip = await chooseAddress(rt, target);
     rec.resolved_ip = ip;
     forwardWebSocket(rt, rec, req, socket, head, target, ip, done);
-  } catch (err) {
-    rejectSocket(socket, recordFailure(rt, rec, err), req.headers.accept);
-    done();
-  }
+  });
 }
 
 /** Maps the HTTP parser's complaint about a malformed request to a reason id. */
