@@ -1,12 +1,12 @@
 // egress-proxy benchmark: direct vs Squid vs egress-proxy, all on loopback. See docs/benchmarks.md.
-//   node bench/run.mjs [--only small|connect|plain|memory] [--profile] [--seconds 10] [--tunnels 10000]
+//   node bench/run.mjs [--only small|connect|plain|memory] [--profile] [--seconds 10] [--rounds 3] [--tunnels 10000]
 import { mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, release, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { summarize } from './lib/cpuprofile.mjs';
-import { download } from './lib/curl.mjs';
-import { rssKB, run, sleep } from './lib/proc.mjs';
+import { download, median } from './lib/curl.mjs';
+import { cpuMs, rssKB, run, sleep } from './lib/proc.mjs';
 import { markdown, table, targetLines, targets } from './lib/report.mjs';
 import { makeCert, ORIGIN_HOST, ROOT, squidVersion, startOrigin, startProxy, startSquid, stop } from './lib/servers.mjs';
 import { holdTunnels, tunnelCount } from './lib/tunnels.mjs';
@@ -16,7 +16,7 @@ const PARTS = ['memory', 'small', 'connect', 'plain'];
 const { values: opt } = parseArgs({
   options: {
     only: { type: 'string' }, profile: { type: 'boolean', default: false },
-    seconds: { type: 'string', default: '10' }, tunnels: { type: 'string', default: '10000' },
+    seconds: { type: 'string', default: '10' }, rounds: { type: 'string', default: '3' }, tunnels: { type: 'string', default: '10000' },
   },
 });
 if (opt.only && !PARTS.includes(opt.only)) {
@@ -26,6 +26,7 @@ if (opt.only && !PARTS.includes(opt.only)) {
 // A profile is only meaningful for the request-rate test; it also slows the proxy, so its numbers are not kept.
 const parts = opt.only ? [opt.only] : opt.profile ? ['small'] : PARTS;
 const seconds = Math.min(60, Number(opt.seconds));
+const rounds = Math.min(5, Number(opt.rounds));
 const log = (msg) => console.error(`bench: ${msg}`);
 
 async function have(cmd) {
@@ -90,15 +91,33 @@ async function main() {
   if (parts.includes('small')) {
     if (!hasWrk) log('small: skipped (wrk not installed: apt-get install wrk)');
     else {
-      results.small = {};
-      for (const [key, url, proxyPort] of targetsOf('/small', 'http', origin.http)) {
-        if (opt.profile && key !== 'proxy') continue;
-        log(`small: ${key} (3 s warm-up, ${seconds} s measured)`);
+      const list = targetsOf('/small', 'http', origin.http).filter(([k]) => !opt.profile || k === 'proxy');
+      for (const [key, url, proxyPort] of list) {
+        log(`small: ${key} warm-up (3 s)`);
         await wrk({ originUrl: url, proxyPort, seconds: 3, dir });
-        const { raw, ...r } = await wrk({ originUrl: url, proxyPort, seconds, dir });
-        results.small[key] = r;
-        if (r.non2xx || r.socket_errors) log(`  ${key}: ${r.non2xx} non-2xx, ${r.socket_errors} socket errors\n${raw}`);
       }
+      // Rounds interleave the targets so a noisy neighbour on a shared VM hits all of them alike.
+      const runs = {};
+      for (let round = 1; round <= rounds; round++) {
+        for (const [key, url, proxyPort] of list) {
+          log(`small: ${key} round ${round}/${rounds} (${seconds} s)`);
+          const pid = proxies[key]?.child.pid;
+          const cpu0 = [cpuMs(origin.child.pid), pid && cpuMs(pid)];
+          const { raw, ...r } = await wrk({ originUrl: url, proxyPort, seconds, dir });
+          // Share of one core used while measured: ~100% means that single-threaded process was the bottleneck.
+          r.origin_cpu_pct = Math.round((cpuMs(origin.child.pid) - cpu0[0]) / (seconds * 10));
+          if (pid) r.proxy_cpu_pct = Math.round((cpuMs(pid) - cpu0[1]) / (seconds * 10));
+          if (pid) r.proxy_cpu_us_per_req = Math.round(((cpuMs(pid) - cpu0[1]) * 1000) / r.requests);
+          if (r.non2xx || r.socket_errors) log(`  ${key}: ${r.non2xx} non-2xx, ${r.socket_errors} socket errors\n${raw}`);
+          (runs[key] ??= []).push(r);
+        }
+      }
+      results.small = Object.fromEntries(Object.entries(runs).map(([key, rs]) => [key, {
+        ...Object.fromEntries(['rps', 'p50_ms', 'p99_ms', 'origin_cpu_pct', 'proxy_cpu_pct', 'proxy_cpu_us_per_req']
+          .filter((f) => rs[0][f] !== undefined).map((f) => [f, median(rs.map((r) => r[f]))])),
+        errors: rs.reduce((a, r) => a + r.non2xx + r.socket_errors, 0),
+        rounds: rs.map(({ rps, p99_ms }) => ({ rps: Math.round(rps), p99_ms })),
+      }]));
       await phaseRss('small');
     }
   }
@@ -108,7 +127,11 @@ async function main() {
     results[part] = {};
     for (const [key, url, proxyPort] of targetsOf('/64m', scheme, port)) {
       log(`${part}: ${key} 64 MiB x5`);
+      const pid = proxies[key]?.child.pid;
+      const cpu0 = pid && cpuMs(pid);
       results[part][key] = await download({ url, proxyPort, cacert: cert.cert });
+      // Proxy CPU per 64 MiB (6 downloads incl. warm-up): the cost of relaying, independent of wall-clock noise.
+      if (pid) results[part][key].proxy_cpu_ms_per_download = Math.round((cpuMs(pid) - cpu0) / 6);
     }
     await phaseRss(part);
   }

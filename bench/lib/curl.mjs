@@ -15,7 +15,11 @@ async function once({ url, proxyPort, cacert }) {
   return { seconds, mbps: speed / 1e6 };
 }
 
-const median = (xs) => { const s = [...xs].sort((a, b) => a - b); return s[Math.floor(s.length / 2)]; };
+export const median = (xs) => {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
+};
 
 /** Median of `runs` downloads after one unmeasured warm-up; MB/s are 10^6 bytes per second. */
 export async function download({ url, proxyPort, cacert, runs = 5 }) {

@@ -42,7 +42,10 @@ export async function startCli(args: string[], env: NodeJS.ProcessEnv = {}): Pro
   child.stderr!.on('data', (d: Buffer) => { err += d.toString(); });
   const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
   const ready = await new Promise<{ listen: { port: number }; admin: { port: number } }>((resolve, reject) => {
-    const t = setTimeout(() => reject(new Error(`not ready: ${out}\n${err}`)), 10_000);
+    const t = setTimeout(() => {
+      child.kill('SIGKILL');
+      reject(new Error(`not ready: ${out}\n${err}`));
+    }, 10_000);
     const check = (): void => {
       const line = out.split('\n').find((l) => l.includes('"egress-proxy ready"'));
       if (line) { clearTimeout(t); resolve(JSON.parse(line)); }
