@@ -1,11 +1,11 @@
 // egress-proxy benchmark: direct vs Squid vs egress-proxy, all on loopback. See docs/benchmarks.md.
 //   node bench/run.mjs [--only small|connect|plain|memory] [--profile] [--seconds 10] [--rounds 3] [--tunnels 10000]
-import { mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, release, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { summarize } from './lib/cpuprofile.mjs';
-import { download, median } from './lib/curl.mjs';
+import { download, DOWNLOADS, median, summarizeDownloads } from './lib/curl.mjs';
 import { cpuMs, rssKB, run, sleep } from './lib/proc.mjs';
 import { markdown, table, targetLines, targets } from './lib/report.mjs';
 import { makeCert, ORIGIN_HOST, ROOT, squidVersion, startOrigin, startProxy, startSquid, stop } from './lib/servers.mjs';
@@ -23,7 +23,7 @@ if (opt.only && !PARTS.includes(opt.only)) {
   console.error(`--only must be one of ${PARTS.join('|')}`);
   process.exit(2);
 }
-// A profile is only meaningful for the request-rate test; it also slows the proxy, so its numbers are not kept.
+// --profile defaults to the request-rate test; profiling slows the proxy, so its numbers go to profiled.json only.
 const parts = opt.only ? [opt.only] : opt.profile ? ['small'] : PARTS;
 const seconds = Math.min(60, Number(opt.seconds));
 const rounds = Math.min(5, Number(opt.rounds));
@@ -35,6 +35,8 @@ async function have(cmd) {
 
 const results = { date: new Date().toISOString(), parts, profiled: opt.profile };
 const dir = mkdtempSync(join(tmpdir(), 'egress-bench-'));
+// Also on Ctrl-C (proc.mjs exits from its signal handler): the origin's private key lives here.
+process.on('exit', () => rmSync(dir, { recursive: true, force: true }));
 const running = [];
 
 async function main() {
@@ -43,6 +45,7 @@ async function main() {
   if (!hasWrk || !sqVer) log(`missing ${[!hasWrk && 'wrk', !sqVer && 'squid'].filter(Boolean).join(' and ')}: apt-get install squid-openssl wrk (skipping those columns)`);
   results.machine = {
     nproc: Number((await run('nproc', [])).stdout.trim()), cpu: cpus()[0]?.model, kernel: release(),
+    commit: (await run('git', ['-C', ROOT, 'describe', '--always', '--dirty'])).stdout.trim() || null,
     node: process.version, squid: sqVer ?? null, wrk: hasWrk ? /wrk (\S+)/.exec((await run('wrk', ['-v'])).stdout)?.[1] ?? 'wrk' : null,
   };
 
@@ -50,7 +53,10 @@ async function main() {
   const origin = await startOrigin(dir, cert);
   running.push(origin.child);
   const profDir = opt.profile ? join(ROOT, 'bench/results/profile') : undefined;
-  if (profDir) mkdirSync(profDir, { recursive: true });
+  if (profDir) {
+    rmSync(profDir, { recursive: true, force: true });
+    mkdirSync(profDir, { recursive: true });
+  }
   const proxy = await startProxy(dir, { cpuProfDir: profDir });
   running.push(proxy.child);
   const squid = sqVer ? await startSquid(dir) : undefined;
@@ -124,15 +130,25 @@ async function main() {
 
   for (const [part, scheme, port] of [['connect', 'https', origin.https], ['plain', 'http', origin.http]]) {
     if (!parts.includes(part)) continue;
-    results[part] = {};
-    for (const [key, url, proxyPort] of targetsOf('/64m', scheme, port)) {
-      log(`${part}: ${key} 64 MiB x5`);
-      const pid = proxies[key]?.child.pid;
-      const cpu0 = pid && cpuMs(pid);
-      results[part][key] = await download({ url, proxyPort, cacert: cert.cert });
-      // Proxy CPU per 64 MiB (6 downloads incl. warm-up): the cost of relaying, independent of wall-clock noise.
-      if (pid) results[part][key].proxy_cpu_ms_per_download = Math.round((cpuMs(pid) - cpu0) / 6);
+    const list = targetsOf('/64m', scheme, port);
+    for (const [key, url, proxyPort] of list) {
+      log(`${part}: ${key} 64 MiB warm-up`);
+      await download({ url, proxyPort, cacert: cert.cert });
     }
+    const runs = {};
+    const cpu = {};
+    log(`${part}: ${DOWNLOADS} interleaved rounds of 64 MiB`);
+    for (let i = 0; i < DOWNLOADS; i++) {
+      for (const [key, url, proxyPort] of list) {
+        const pid = proxies[key]?.child.pid;
+        const cpu0 = pid && cpuMs(pid);
+        (runs[key] ??= []).push(await download({ url, proxyPort, cacert: cert.cert }));
+        if (pid) cpu[key] = (cpu[key] ?? 0) + cpuMs(pid) - cpu0;
+      }
+    }
+    // Proxy CPU per 64 MiB: the cost of relaying, independent of wall-clock noise.
+    results[part] = Object.fromEntries(Object.entries(runs).map(([key, rs]) => [key,
+      { ...summarizeDownloads(rs), proxy_cpu_ms_per_download: cpu[key] === undefined ? undefined : Math.round(cpu[key] / DOWNLOADS) }]));
     await phaseRss(part);
   }
 
@@ -149,7 +165,7 @@ function report(profDir) {
   results.targets = targets(results);
   console.log(`\negress-proxy benchmark  ${results.date}`);
   const m = results.machine;
-  console.log(`machine: ${m.nproc} cores (${m.cpu}), Linux ${m.kernel}, node ${m.node}, squid ${m.squid ?? 'n/a'}, ${m.wrk ?? 'no wrk'}\n`);
+  console.log(`machine: ${m.nproc} cores (${m.cpu}), Linux ${m.kernel}, node ${m.node}, squid ${m.squid ?? 'n/a'}, wrk ${m.wrk ?? 'n/a'}; egress-proxy ${m.commit}\n`);
   console.log(table(results));
   for (const [k, v] of Object.entries(results.rss)) {
     if (v) console.log(`RSS ${k} MiB: ${Object.entries(v).map(([p, kb]) => `${p.replace(/_kb$/, '')} ${(kb / 1024).toFixed(1)}`).join(', ')}`);
@@ -178,6 +194,11 @@ try {
   await main();
 } catch (err) {
   console.error(`bench: failed: ${err.stack ?? err}`);
+  // The children's stderr is about to be deleted with the temp dir; show the end of it.
+  for (const f of readdirSync(dir, { recursive: true }).filter((n) => String(n).endsWith('stderr'))) {
+    const text = readFileSync(join(dir, String(f)), 'utf8').trim();
+    if (text) console.error(`--- ${f} (last lines)\n${text.split('\n').slice(-10).join('\n')}`);
+  }
   process.exitCode = 1;
 } finally {
   // Removes the origin's private key along with everything else.

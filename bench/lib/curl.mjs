@@ -3,7 +3,8 @@ import { run } from './proc.mjs';
 
 const SIZE = 64 * 1024 * 1024;
 
-async function once({ url, proxyPort, cacert }) {
+/** One 64 MiB download; throws unless it was a complete 200. */
+export async function download({ url, proxyPort, cacert }) {
   const args = ['-s', '-o', '/dev/null', '--max-time', '60', '-w', '%{http_code} %{size_download} %{time_total} %{speed_download}'];
   if (cacert) args.push('--cacert', cacert);
   args.push(...(proxyPort ? ['-x', `http://127.0.0.1:${proxyPort}`] : ['--noproxy', '*']), url);
@@ -21,10 +22,10 @@ export const median = (xs) => {
   return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
 };
 
-/** Median of `runs` downloads after one unmeasured warm-up; MB/s are 10^6 bytes per second. */
-export async function download({ url, proxyPort, cacert, runs = 5 }) {
-  await once({ url, proxyPort, cacert });
-  const results = [];
-  for (let i = 0; i < runs; i++) results.push(await once({ url, proxyPort, cacert }));
-  return { mbps: median(results.map((r) => r.mbps)), seconds: median(results.map((r) => r.seconds)), runs: results.map((r) => Math.round(r.mbps)) };
+/** Measured downloads per target (after one unmeasured warm-up each). */
+export const DOWNLOADS = 5;
+
+/** Median MB/s (10^6 bytes per second) and seconds of a list of downloads. */
+export function summarizeDownloads(list) {
+  return { mbps: median(list.map((r) => r.mbps)), seconds: median(list.map((r) => r.seconds)), runs: list.map((r) => Math.round(r.mbps)) };
 }

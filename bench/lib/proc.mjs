@@ -1,7 +1,7 @@
 // Child-process bookkeeping shared by the bench: every process we start is tracked so that a
 // failure, Ctrl-C or normal exit never leaves a proxy, origin or squid running.
 import { spawn } from 'node:child_process';
-import { openSync, readFileSync } from 'node:fs';
+import { closeSync, openSync, readFileSync } from 'node:fs';
 import net from 'node:net';
 
 const children = new Set();
@@ -40,6 +40,7 @@ export function start(cmd, args, { fdLimit, stdout = '/dev/null', stderr = '/dev
   const out = stdout === 'pipe' ? 'pipe' : openSync(stdout, 'a');
   const err = stderr === 'pipe' ? 'pipe' : openSync(stderr, 'a');
   const child = spawn(file, argv, { stdio: [stdin, out, err], env: env ?? cleanEnv() });
+  for (const fd of [out, err]) if (typeof fd === 'number') closeSync(fd); // the child has its own copy
   children.add(child);
   child.once('exit', () => children.delete(child));
   child.exited = new Promise((r) => child.once('exit', (code, sig) => r({ code, sig })));

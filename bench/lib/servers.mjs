@@ -1,5 +1,5 @@
 // Starting and stopping the three things under test: the origin, egress-proxy and Squid.
-import { existsSync, mkdirSync, chmodSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { collectMessages, freePort, nextMessage, run, start, stop, waitListening } from './proc.mjs';
 
@@ -27,9 +27,8 @@ export async function makeCert(dir) {
 }
 
 export async function startOrigin(dir, { cert, key }) {
-  const FD_LIMIT = await fdLimit();
   const child = start('node', [join(ROOT, 'bench/origin.mjs'), '--cert', cert, '--key', key],
-    { fdLimit: FD_LIMIT, stdout: 'pipe', stderr: join(dir, 'origin.stderr'), stdin: 'pipe' });
+    { fdLimit: await fdLimit(), stdout: 'pipe', stderr: join(dir, 'origin.stderr'), stdin: 'pipe' });
   collectMessages(child);
   const ready = await nextMessage(child, (m) => m.event === 'ready', 15_000);
   return { child, ...ready };
@@ -50,13 +49,12 @@ export async function startProxy(dir, { cpuProfDir } = {}) {
     `listen: 127.0.0.1:${port}`, `admin: 127.0.0.1:${admin}`, 'node_id: bench', 'log: {level: info}',
     'limits: {max_connections: 50000, drain_timeout_ms: 1000}', '',
   ].join('\n'));
-  const FD_LIMIT = await fdLimit();
   const cli = join(ROOT, 'dist/cli.js');
   if (!existsSync(cli)) throw new Error('dist/cli.js missing: run `npm run build` (or `npm run bench`)');
   const prof = cpuProfDir ? ['--cpu-prof', `--cpu-prof-dir=${cpuProfDir}`] : [];
   // Access log (one JSON line per request) goes to /dev/null: a terminal or pipe would be the bottleneck.
   const child = start('node', [...prof, cli, 'start', '--config', config, '--policies', policies],
-    { fdLimit: FD_LIMIT, stdout: '/dev/null', stderr: join(dir, 'proxy.stderr') });
+    { fdLimit: await fdLimit(), stdout: '/dev/null', stderr: join(dir, 'proxy.stderr') });
   await waitListening('127.0.0.1', port, { child });
   return { child, port, name: 'egress-proxy' };
 }
@@ -69,7 +67,7 @@ export async function squidVersion() {
 
 /** Squid as a plain forward proxy: one worker, no caching, localhost clients only, no network beyond loopback. */
 export async function startSquid(dir) {
-  const FD_LIMIT = await fdLimit();
+  const fds = await fdLimit();
   const port = await freePort();
   const sdir = join(dir, 'squid');
   mkdirSync(sdir, { recursive: true });
@@ -80,11 +78,10 @@ export async function startSquid(dir) {
     `http_port 127.0.0.1:${port}`,
     'workers 1',
     'acl localsrc src 127.0.0.0/8',
-    'acl CONNECT method CONNECT',
     'http_access allow localsrc', // CONNECT to any port included: no SSL_ports rule
     'http_access deny all',
     'cache deny all',
-    `max_filedescriptors ${FD_LIMIT}`,
+    `max_filedescriptors ${fds}`,
     // Same work as the proxy's access log, without a disk in the way.
     'access_log stdio:/dev/null',
     `cache_log ${join(sdir, 'cache.log')}`,
@@ -99,7 +96,7 @@ export async function startSquid(dir) {
   ].join('\n'));
   const parsed = await run('squid', ['-k', 'parse', '-f', conf], { timeoutMs: 20_000 });
   if (parsed.code !== 0) throw new Error(`squid -k parse failed:\n${parsed.stderr}`);
-  const child = start('squid', ['-N', '-f', conf], { fdLimit: FD_LIMIT, stdout: join(sdir, 'stdout'), stderr: join(sdir, 'stderr') });
+  const child = start('squid', ['-N', '-f', conf], { fdLimit: fds, stdout: join(sdir, 'stdout'), stderr: join(sdir, 'stderr') });
   await waitListening('127.0.0.1', port, { child, timeoutMs: 30_000 });
   return { child, port, name: 'squid' };
 }
