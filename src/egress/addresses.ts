@@ -62,6 +62,8 @@ export type AddressVerdict = 'public' | 'allowed_internal' | 'denied';
 export class AddressGuard {
   private readonly denied = new BlockList();
   private readonly allowed = new BlockList();
+  // BlockList.check builds SocketAddress objects each call; destinations repeat, verdicts do not change.
+  private readonly verdicts = new Map<string, AddressVerdict>();
 
   constructor(allowRanges: readonly string[]) {
     for (const r of DENIED_BY_DEFAULT) addRange(this.denied, r);
@@ -70,6 +72,16 @@ export class AddressGuard {
 
   /** Classifies one IP address (v4, v6 or v4-mapped v6). Anything unparseable is denied. */
   check(address: string): AddressVerdict {
+    let v = this.verdicts.get(address);
+    if (v === undefined) {
+      v = this.classify(address);
+      if (this.verdicts.size >= 65_536) this.verdicts.clear();
+      this.verdicts.set(address, v);
+    }
+    return v;
+  }
+
+  private classify(address: string): AddressVerdict {
     const a = unmapV4(address);
     const v = isIP(a);
     if (v === 0) return 'denied';

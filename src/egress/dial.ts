@@ -7,10 +7,14 @@ import type { ProxyRuntime } from '../runtime.js';
  * that will be dialled. One denied address denies the request: a name that mixes public and
  * internal answers is how DNS rebinding starts.
  */
-export async function chooseAddress(rt: ProxyRuntime, target: Target): Promise<string> {
+export function chooseAddress(rt: ProxyRuntime, target: Target): string | Promise<string> {
   if (rt.self.has(target.host, target.port)) throw new ProxyError('proxy_loop', `${target.host}:${target.port}`);
   const resolved = rt.resolver.resolve(target.host);
-  const addresses = Array.isArray(resolved) ? (resolved as readonly string[]) : await resolved;
+  // IP literals and cached names answer synchronously: no promise on the common path.
+  return Array.isArray(resolved) ? check(rt, target, resolved as readonly string[]) : (resolved as Promise<readonly string[]>).then((a) => check(rt, target, a));
+}
+
+function check(rt: ProxyRuntime, target: Target, addresses: readonly string[]): string {
   const guard = rt.current.guard;
   for (const a of addresses) {
     if (rt.self.has(a, target.port)) throw new ProxyError('proxy_loop', `${target.host} -> ${a}:${target.port}`);

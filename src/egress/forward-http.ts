@@ -1,46 +1,86 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { isIP } from 'node:net';
+import { isIP, type Socket } from 'node:net';
 import type { Dispatcher } from 'undici';
 import { upstreamReason } from '../errors/proxy-error.js';
-import type { AccessRecord } from '../logging/access-record.js';
+import { recordFailure, rejectRequest } from '../errors/reject.js';
+import { AccessRecord } from '../logging/access-record.js';
 import type { Target } from '../listeners/target.js';
 import type { ProxyRuntime } from '../runtime.js';
 import { downstreamHeaders, hasBody, upstreamHeaders } from './headers.js';
 
-/** Called when forwarding fails before the response started, to send the refusal. */
-export type FailFn = (err: unknown) => void;
+const kExchange = Symbol('egress.exchange');
+type Tagged = ServerResponse & { [kExchange]?: HttpExchange };
+
+// Listeners are plain functions that find their exchange on the response, so a request costs no closures.
+function onResponseClose(this: Tagged): void {
+  this[kExchange]?.closed();
+}
+function onResponseDrain(this: Tagged): void {
+  this[kExchange]?.controller?.resume();
+}
 
 /**
- * Streams one HTTP request to the destination through the shared undici pool and the response
- * back, with backpressure both ways (undici pulls the request body; the response pauses the
- * upstream socket when the client is slow). One object per request, no closures on the byte path.
+ * One plain-HTTP request from start to log line: it owns the access record, refuses with the
+ * right reason, and streams to the destination through the shared undici pool with backpressure
+ * both ways (undici pulls the request body; a slow client pauses the upstream socket).
  */
-export class HttpForward implements Dispatcher.DispatchHandler {
-  private controller: Dispatcher.DispatchController | undefined;
-  private readonly resume = (): void => this.controller?.resume();
+export class HttpExchange implements Dispatcher.DispatchHandler {
+  readonly record: AccessRecord;
+  controller: Dispatcher.DispatchController | undefined;
+  private readonly socket: Socket;
+  private readonly inAt: number;
+  private readonly outAt: number;
 
   constructor(
     private readonly rt: ProxyRuntime,
     private readonly req: IncomingMessage,
     private readonly res: ServerResponse,
-    private readonly record: AccessRecord,
-    private readonly fail: FailFn,
-  ) {}
+  ) {
+    const socket = req.socket;
+    this.socket = socket;
+    this.inAt = socket.bytesRead;
+    this.outAt = socket.bytesWritten;
+    const rec = new AccessRecord('http', socket.remoteAddress, socket.remotePort);
+    rec.method = req.method;
+    rec.user_agent = req.headers['user-agent'];
+    this.record = rec;
+    rt.active++;
+    (res as Tagged)[kExchange] = this;
+    res.once('close', onResponseClose);
+    if (rt.draining) res.shouldKeepAlive = false;
+  }
+
+  /** The response is gone (sent, failed or the client left): settle the books and write the line. */
+  closed(): void {
+    const { rt, record, res } = this;
+    rt.active--;
+    if (!res.writableFinished) this.controller?.abort(new Error('client closed'));
+    record.bytes_in = this.socket.bytesRead - this.inAt;
+    record.bytes_out = this.socket.bytesWritten - this.outAt;
+    if (record.status === 0) record.status = res.statusCode;
+    record.write(rt.logger);
+  }
+
+  /** Refuses the request with the reason `err` carries. */
+  fail(err: unknown): void {
+    const reason = recordFailure(this.rt, this.record, err);
+    // An unread body would otherwise be drained just to keep a connection we are refusing.
+    if (!this.req.complete && hasBody(this.req)) this.res.shouldKeepAlive = false;
+    rejectRequest(this.req, this.res, reason);
+  }
 
   /** Sends the request to `ip` (already checked by the address guard). */
-  start(target: Target, ip: string): void {
+  forward(target: Target, ip: string): void {
     const { req, rt } = this;
     const tls = target.scheme === 'https' || target.scheme === 'wss';
-    const hostPart = ip.includes(':') ? `[${ip}]` : ip;
     const headers = upstreamHeaders(req.rawHeaders, req.headers.connection, {
       host: target.hostHeader,
       via: rt.config.forwarding.via ? rt.via : undefined,
       forwardedFor: rt.config.forwarding.x_forwarded_for ? req.socket.remoteAddress : undefined,
     });
-    this.res.once('close', this.onClientClose);
     rt.upstream.dispatch(
       {
-        origin: `${tls ? 'https' : 'http'}://${hostPart}:${target.port}`,
+        origin: `${tls ? 'https' : 'http'}://${ip.includes(':') ? `[${ip}]` : ip}:${target.port}`,
         path: target.path,
         method: req.method!,
         headers,
@@ -50,10 +90,6 @@ export class HttpForward implements Dispatcher.DispatchHandler {
       this,
     );
   }
-
-  private readonly onClientClose = (): void => {
-    if (!this.res.writableFinished) this.controller?.abort(new Error('client closed'));
-  };
 
   onRequestStart(controller: Dispatcher.DispatchController): void {
     this.controller = controller;
@@ -67,15 +103,13 @@ export class HttpForward implements Dispatcher.DispatchHandler {
   ): void {
     if (statusCode < 200) return; // 1xx are per hop; Expect is answered by the proxy itself.
     this.record.status = statusCode;
-    const out = downstreamHeaders(headers, this.rt.config.forwarding.via ? this.rt.via : undefined);
-    if (this.rt.draining) out.push('connection', 'close');
-    this.res.writeHead(statusCode, statusMessage || undefined, out);
+    this.res.writeHead(statusCode, statusMessage || undefined, downstreamHeaders(headers, this.rt.config.forwarding.via ? this.rt.via : undefined));
   }
 
   onResponseData(controller: Dispatcher.DispatchController, chunk: Buffer): void {
     if (!this.res.write(chunk)) {
       controller.pause();
-      this.res.once('drain', this.resume);
+      this.res.once('drain', onResponseDrain);
     }
   }
 

@@ -1,13 +1,13 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import { chooseAddress } from '../egress/dial.js';
-import { HttpForward } from '../egress/forward-http.js';
-import { hasBody, viaContains } from '../egress/headers.js';
+import { HttpExchange } from '../egress/forward-http.js';
+import { viaContains } from '../egress/headers.js';
 import { openTunnel } from '../egress/tunnel.js';
 import { forwardWebSocket } from '../egress/websocket.js';
-import { errorCode, ProxyError, upstreamReason } from '../errors/proxy-error.js';
-import { isDenial, statusOf, type ReasonId } from '../errors/reasons.js';
-import { rejectRequest, rejectSocket } from '../errors/reject.js';
+import { errorCode, ProxyError } from '../errors/proxy-error.js';
+import { statusOf, type ReasonId } from '../errors/reasons.js';
+import { recordFailure, rejectSocket } from '../errors/reject.js';
 import { AccessRecord, loggedUrl } from '../logging/access-record.js';
 import { decide } from '../policy/decide.js';
 import type { ProxyRuntime } from '../runtime.js';
@@ -27,15 +27,6 @@ function admit(rt: ProxyRuntime, rec: AccessRecord, req: IncomingMessage, target
   if (d.action === 'deny') throw new ProxyError(d.reason, d.rule);
 }
 
-function recordFailure(rt: ProxyRuntime, rec: AccessRecord, err: unknown): ReasonId {
-  const reason = err instanceof ProxyError ? err.reason : upstreamReason(err);
-  rec.reason = reason;
-  rec.status = statusOf(reason);
-  rec.decision = isDenial(reason) ? 'deny' : 'error';
-  if (reason === 'internal_error') rt.logger.log.error({ err }, 'unexpected failure on the request path');
-  return reason;
-}
-
 function startRecord(kind: AccessRecord['kind'], req: IncomingMessage): AccessRecord {
   const rec = new AccessRecord(kind, req.socket.remoteAddress, req.socket.remotePort);
   rec.method = req.method;
@@ -43,48 +34,34 @@ function startRecord(kind: AccessRecord['kind'], req: IncomingMessage): AccessRe
   return rec;
 }
 
-async function onRequest(rt: ProxyRuntime, req: IncomingMessage, res: ServerResponse, expectContinue: boolean): Promise<void> {
-  const sock = req.socket;
-  const rec = startRecord('http', req);
-  const inAt = sock.bytesRead;
-  const outAt = sock.bytesWritten;
-  rt.active++;
-  res.once('close', () => {
-    rt.active--;
-    rec.bytes_in = sock.bytesRead - inAt;
-    rec.bytes_out = sock.bytesWritten - outAt;
-    if (rec.status === 0) rec.status = res.statusCode;
-    rec.write(rt.logger.access);
-  });
-  const fail = (err: unknown): void => {
-    const reason = recordFailure(rt, rec, err);
-    // An unread body would otherwise be drained just to keep a connection we are refusing.
-    if (!req.complete && hasBody(req)) res.shouldKeepAlive = false;
-    rejectRequest(req, res, reason);
-  };
+function onRequest(rt: ProxyRuntime, req: IncomingMessage, res: ServerResponse, expectContinue: boolean): void {
+  const ex = new HttpExchange(rt, req, res);
+  const rec = ex.record;
   try {
-    if (rt.draining) res.shouldKeepAlive = false;
     const url = req.url ?? '';
     if (url.charCodeAt(0) === 47 /* / */) throw new ProxyError('not_a_proxy_request', url);
     const target = parseAbsoluteTarget(url);
     if (target.host === PROBE_HOST) {
-      rec.host = PROBE_HOST;
-      rec.decision = 'allow';
-      rec.reason = 'allowed';
-      rec.rule = 'probe';
-      answerProbe(rt, res, sock.remoteAddress);
+      Object.assign(rec, { host: PROBE_HOST, decision: 'allow', reason: 'allowed', rule: 'probe' });
+      answerProbe(rt, res, req.socket.remoteAddress);
       return;
     }
     admit(rt, rec, req, target, 'http');
-    const ip = await chooseAddress(rt, target);
-    rec.resolved_ip = ip;
-    rec.decision = 'allow';
-    rec.reason = 'allowed';
-    if (expectContinue) res.writeContinue();
-    new HttpForward(rt, req, res, rec, fail).start(target, ip);
+    const ip = chooseAddress(rt, target);
+    if (typeof ip === 'string') send(ex, res, target, ip, expectContinue);
+    else ip.then((a) => send(ex, res, target, a, expectContinue), (err: unknown) => ex.fail(err));
   } catch (err) {
-    fail(err);
+    ex.fail(err);
   }
+}
+
+function send(ex: HttpExchange, res: ServerResponse, target: Target, ip: string, expectContinue: boolean): void {
+  const rec = ex.record;
+  rec.resolved_ip = ip;
+  rec.decision = 'allow';
+  rec.reason = 'allowed';
+  if (expectContinue) res.writeContinue();
+  ex.forward(target, ip);
 }
 
 /** Runs a raw-socket exchange (CONNECT or WebSocket): one record, one refusal path, one log line. */
@@ -96,7 +73,7 @@ async function onSocketExchange(
   rt.active++;
   const done = (): void => {
     rt.active--;
-    rec.write(rt.logger.access);
+    rec.write(rt.logger);
   };
   socket.on('error', () => socket.destroy());
   try {
@@ -172,7 +149,7 @@ function onClientError(rt: ProxyRuntime, err: Error, socket: Socket): void {
   rec.status = statusOf(reason);
   rec.decision = 'deny';
   rec.rule = errorCode(err);
-  rec.write(rt.logger.access);
+  rec.write(rt.logger);
   rejectSocket(socket, reason);
 }
 
@@ -189,8 +166,8 @@ export function createExplicitServer(rt: ProxyRuntime): Server {
     insecureHTTPParser: false,
     requireHostHeader: false,
   });
-  server.on('request', (req, res) => void onRequest(rt, req, res, false));
-  server.on('checkContinue', (req, res) => void onRequest(rt, req, res, true));
+  server.on('request', (req, res) => onRequest(rt, req, res, false));
+  server.on('checkContinue', (req, res) => onRequest(rt, req, res, true));
   server.on('connect', (req, socket, head) => void onConnect(rt, req, socket as Socket, head));
   server.on('upgrade', (req, socket, head) => void onUpgrade(rt, req, socket as Socket, head));
   server.on('clientError', (err, socket) => onClientError(rt, err, socket as Socket));

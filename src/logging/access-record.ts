@@ -1,8 +1,11 @@
-import type { Logger } from 'pino';
 import type { ReasonId } from '../errors/reasons.js';
+import type { ProxyLogger } from './logger.js';
 
 /** What kind of exchange a log line describes. */
 export type ExchangeKind = 'http' | 'connect' | 'websocket' | 'client_error';
+
+const str = (name: string, v: string | undefined): string => (v === undefined ? '' : `,"${name}":${JSON.stringify(v)}`);
+const num = (name: string, v: number | undefined): string => (v === undefined ? '' : `,"${name}":${v}`);
 
 /**
  * The facts about one request or tunnel, filled in along the request path and written as
@@ -35,30 +38,21 @@ export class AccessRecord {
     this.client_port = clientPort;
   }
 
+  /** The JSON line, fields in a fixed order, undefined fields left out (as pino does). */
+  serialise(prefix: string): string {
+    const ms = Math.round((performance.now() - this.start) * 100) / 100;
+    return `${prefix},"kind":"${this.kind}"${str('client_ip', this.client_ip)}${num('client_port', this.client_port)}` +
+      `${str('method', this.method)}${str('scheme', this.scheme)}${str('host', this.host)}${num('port', this.port)}` +
+      `${str('url', this.url)}${str('resolved_ip', this.resolved_ip)},"status":${this.status},"bytes_in":${this.bytes_in}` +
+      `,"bytes_out":${this.bytes_out},"duration_ms":${ms},"decision":"${this.decision}","reason":"${this.reason}"` +
+      `${str('rule', this.rule)}${str('policy_version', this.policy_version)}${str('user_agent', this.user_agent)}}\n`;
+  }
+
   /** Writes the line, once; later calls are ignored so every exit path may call it. */
-  write(log: Logger): void {
+  write(logger: ProxyLogger): void {
     if (this.written) return;
     this.written = true;
-    log.info({
-      kind: this.kind,
-      client_ip: this.client_ip,
-      client_port: this.client_port,
-      method: this.method,
-      scheme: this.scheme,
-      host: this.host,
-      port: this.port,
-      url: this.url,
-      resolved_ip: this.resolved_ip,
-      status: this.status,
-      bytes_in: this.bytes_in,
-      bytes_out: this.bytes_out,
-      duration_ms: Math.round((performance.now() - this.start) * 100) / 100,
-      decision: this.decision,
-      reason: this.reason,
-      rule: this.rule,
-      policy_version: this.policy_version,
-      user_agent: this.user_agent,
-    });
+    logger.writeAccess(this.serialise(logger.accessPrefix()));
   }
 }
 

@@ -8,14 +8,33 @@ export interface LoggerOptions {
   destination?: number | string;
 }
 
-/** A logger plus the means to flush it before exit (SIGTERM must not lose lines). */
+/** The process logger, the access-log writer that shares its destination, and a flush for exit. */
 export interface ProxyLogger {
   log: Logger;
-  access: Logger;
+  /** Writes one pre-serialised access-log line (see access-record.ts); a no-op above level info. */
+  writeAccess(line: string): void;
+  /** JSON prefix every access line starts with: `{"level":"info","time":"…","node":…,"type":"access"`. */
+  accessPrefix(): string;
   flush(): void;
 }
 
-/** Creates the JSON logger: asynchronous writes (the hot path never waits on the disk), flushed on exit. */
+let lastMs = 0;
+let lastIso = '';
+/** ISO time, formatted at most once per millisecond (many lines share one). */
+function isoNow(): string {
+  const now = Date.now();
+  if (now !== lastMs) {
+    lastMs = now;
+    lastIso = new Date(now).toISOString();
+  }
+  return lastIso;
+}
+
+/**
+ * Creates the JSON logger: asynchronous writes (the hot path never waits on the disk), flushed on
+ * exit. Access lines bypass pino's generic serialiser (a fixed schema serialises faster by hand,
+ * see docs/decisions.md) but go to the same destination, so lines never interleave mid-line.
+ */
 export function createLogger(o: LoggerOptions): ProxyLogger {
   const dest = pino.destination({ dest: o.destination ?? 1, sync: false, minLength: 0 });
   const log = pino(
@@ -33,9 +52,14 @@ export function createLogger(o: LoggerOptions): ProxyLogger {
     },
     dest,
   );
+  const node = JSON.stringify(o.nodeId);
+  const enabled = log.isLevelEnabled('info');
   return {
     log,
-    access: log.child({ type: 'access' }),
+    writeAccess: (line) => {
+      if (enabled) dest.write(line);
+    },
+    accessPrefix: () => `{"level":"info","time":"${isoNow()}","node":${node},"type":"access"`,
     flush: () => {
       try {
         dest.flushSync();
