@@ -1,5 +1,5 @@
 // egress-proxy benchmark: direct vs Squid vs egress-proxy, all on loopback. See docs/benchmarks.md.
-//   node bench/run.mjs [--only small|connect|plain|memory] [--profile] [--seconds 10] [--rounds 3] [--tunnels 10000]
+//   node bench/run.mjs [--only small|connect|plain|memory] [--profile] [--seconds 10] [--rounds 3] [--tunnels 10000] [--workers 1|N|auto]
 import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, release, tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -16,7 +16,7 @@ const PARTS = ['memory', 'small', 'connect', 'plain'];
 const { values: opt } = parseArgs({
   options: {
     only: { type: 'string' }, profile: { type: 'boolean', default: false },
-    seconds: { type: 'string', default: '10' }, rounds: { type: 'string', default: '3' }, tunnels: { type: 'string', default: '10000' },
+    seconds: { type: 'string', default: '10' }, workers: { type: 'string', default: '1' }, rounds: { type: 'string', default: '3' }, tunnels: { type: 'string', default: '10000' },
   },
 });
 if (opt.only && !PARTS.includes(opt.only)) {
@@ -33,7 +33,7 @@ async function have(cmd) {
   return (await run('bash', ['-c', `command -v ${cmd}`])).code === 0;
 }
 
-const results = { date: new Date().toISOString(), parts, profiled: opt.profile };
+const results = { date: new Date().toISOString(), parts, profiled: opt.profile, workers: opt.workers };
 const dir = mkdtempSync(join(tmpdir(), 'egress-bench-'));
 // Also on Ctrl-C (proc.mjs exits from its signal handler): the origin's private key lives here.
 process.on('exit', () => rmSync(dir, { recursive: true, force: true }));
@@ -57,7 +57,7 @@ async function main() {
     rmSync(profDir, { recursive: true, force: true });
     mkdirSync(profDir, { recursive: true });
   }
-  const proxy = await startProxy(dir, { cpuProfDir: profDir });
+  const proxy = await startProxy(dir, { cpuProfDir: profDir, workers: opt.workers });
   running.push(proxy.child);
   const squid = sqVer ? await startSquid(dir) : undefined;
   if (squid) running.push(squid.child);
@@ -165,7 +165,7 @@ function report(profDir) {
   results.targets = targets(results);
   console.log(`\negress-proxy benchmark  ${results.date}`);
   const m = results.machine;
-  console.log(`machine: ${m.nproc} cores (${m.cpu}), Linux ${m.kernel}, node ${m.node}, squid ${m.squid ?? 'n/a'}, wrk ${m.wrk ?? 'n/a'}; egress-proxy ${m.commit}\n`);
+  console.log(`machine: ${m.nproc} cores (${m.cpu}), Linux ${m.kernel}, node ${m.node}, squid ${m.squid ?? 'n/a'}, wrk ${m.wrk ?? 'n/a'}; egress-proxy ${m.commit}, workers ${opt.workers}\n`);
   console.log(table(results));
   for (const [k, v] of Object.entries(results.rss)) {
     if (v) console.log(`RSS ${k} MiB: ${Object.entries(v).map(([p, kb]) => `${p.replace(/_kb$/, '')} ${(kb / 1024).toFixed(1)}`).join(', ')}`);

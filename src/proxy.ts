@@ -1,3 +1,4 @@
+import cluster from 'node:cluster';
 import { once } from 'node:events';
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -32,7 +33,7 @@ async function listen(server: Server, hostPort: string): Promise<AddressInfo> {
 /** Loads policy, builds the runtime and starts both listeners. Throws if policy is invalid. */
 export async function startProxy(config: LoadedConfig, logger?: ProxyLogger): Promise<RunningProxy> {
   const policy = loadPolicyDir(config.policiesDir);
-  const lg = logger ?? createLogger({ level: config.log.level, nodeId: config.node_id });
+  const lg = logger ?? createLogger({ level: config.log.level, nodeId: config.node_id, worker: cluster.isWorker ? cluster.worker?.id : undefined });
   const upstream = new Agent({
     connect: { timeout: config.limits.upstream_connect_timeout_ms, rejectUnauthorized: true, minVersion: 'TLSv1.2' },
     headersTimeout: config.limits.upstream_headers_timeout_ms,

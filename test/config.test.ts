@@ -67,6 +67,13 @@ describe('config file', () => {
     expect(fromCli.allow_ranges).toEqual(['192.168.0.0/24']);
   });
 
+  it('takes workers as a number or "auto" (one per core)', () => {
+    expect(loadConfig({ config: tempFile('c.yaml', 'workers: 3\n') }, {}).workers).toBe(3);
+    expect(loadConfig({ config: tempFile('c.yaml', 'workers: auto\n') }, {}).workers).toBeGreaterThanOrEqual(1);
+    expect(loadConfig({}, { EGRESS_WORKERS: '2' }).workers).toBe(2);
+    expect(problemsOf(() => loadConfig({ config: tempFile('c.yaml', 'workers: 0\n') }, {}))[0]).toMatch(/:1:10 workers: /);
+  });
+
   it('names the environment variable or flag that holds a bad value', () => {
     expect(problemsOf(() => loadConfig({}, { EGRESS_LISTEN: 'nope' }))[0]).toMatch(/^EGRESS_LISTEN:0:0 expected HOST:PORT/);
     expect(problemsOf(() => loadConfig({ allowRanges: ['10.0.0.0/33'] }, {}))[0]).toMatch(/^--allow-range:0:0 expected an IP address or CIDR/);

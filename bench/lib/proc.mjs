@@ -114,8 +114,12 @@ export async function waitListening(host, port, { timeoutMs = 15_000, child } = 
 /** Resident set size of a process in KiB (VmRSS), or undefined if it is gone. */
 export function rssKB(pid) {
   try {
-    const m = /^VmRSS:\s+(\d+) kB/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
-    return m ? Number(m[1]) : undefined;
+    let total = 0;
+    for (const p of [pid, ...childPids(pid)]) {
+      const m = /^VmRSS:\s+(\d+) kB/m.exec(readFileSync(`/proc/${p}/status`, 'utf8'));
+      total += m ? Number(m[1]) : 0;
+    }
+    return total;
   } catch {
     return undefined;
   }
@@ -169,10 +173,24 @@ export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 /** CPU time (user + system) a process has used so far, in ms; tells whether a single-threaded proxy was saturated. */
 export function cpuMs(pid) {
   try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    return ((Number(f[11]) + Number(f[12])) * 1000) / 100; // utime, stime in USER_HZ (100 on Linux)
+    let total = 0;
+    // A proxy with workers is a process tree: count every process in it.
+    for (const p of [pid, ...childPids(pid)]) {
+      const stat = readFileSync(`/proc/${p}/stat`, 'utf8');
+      const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      total += ((Number(f[11]) + Number(f[12])) * 1000) / 100; // utime, stime in USER_HZ (100 on Linux)
+    }
+    return total;
   } catch {
     return undefined;
+  }
+}
+
+/** Direct children of `pid` (workers of a supervisor), from /proc. */
+export function childPids(pid) {
+  try {
+    return readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number);
+  } catch {
+    return [];
   }
 }

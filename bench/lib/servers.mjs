@@ -35,7 +35,7 @@ export async function startOrigin(dir, { cert, key }) {
 }
 
 /** Starts egress-proxy from dist/ with a temp config allowing only the origin's address. */
-export async function startProxy(dir, { cpuProfDir } = {}) {
+export async function startProxy(dir, { cpuProfDir, workers = 1 } = {}) {
   const port = await freePort();
   const admin = await freePort();
   const policies = join(dir, 'policies');
@@ -47,7 +47,7 @@ export async function startProxy(dir, { cpuProfDir } = {}) {
   const config = join(dir, 'proxy.yaml');
   writeFileSync(config, [
     `listen: 127.0.0.1:${port}`, `admin: 127.0.0.1:${admin}`, 'node_id: bench', 'log: {level: info}',
-    'limits: {max_connections: 50000, drain_timeout_ms: 1000}', '',
+    'limits: {max_connections: 50000, drain_timeout_ms: 1000}', `workers: ${workers}`, '',
   ].join('\n'));
   const cli = join(ROOT, 'dist/cli.js');
   if (!existsSync(cli)) throw new Error('dist/cli.js missing: run `npm run build` (or `npm run bench`)');

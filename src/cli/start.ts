@@ -1,11 +1,19 @@
 import type { Command } from 'commander';
+import cluster from 'node:cluster';
 import type { AddressInfo } from 'node:net';
 import { ENV, loadConfig } from '../config/load.js';
 import { FileValidationError } from '../config/validate.js';
+import { loadPolicyDir } from '../policy/load.js';
 import { startProxy } from '../proxy.js';
+import { superviseWorkers } from '../supervisor.js';
 
 function collect(value: string, previous: string[] = []): string[] {
   return [...previous, value];
+}
+
+interface StartOptions {
+  config?: string; policies?: string; listen?: string; admin?: string; allowRange?: string[];
+  nodeId?: string; logLevel?: string; workers?: string; dev?: boolean;
 }
 
 const hostPort = (a: AddressInfo): string => (a.family === 'IPv6' ? `[${a.address}]:${a.port}` : `${a.address}:${a.port}`);
@@ -38,13 +46,14 @@ export function registerStart(program: Command): void {
     .option('--allow-range <cidr>', `allow an internal range denied by default; repeatable (env ${ENV.allowRanges}, comma-separated)`, collect)
     .option('--node-id <id>', `name of this node in logs and Via (env ${ENV.nodeId})`)
     .option('--log-level <level>', `fatal|error|warn|info|debug|trace (env ${ENV.logLevel})`)
+    .option('--workers <n>', `proxy processes sharing the listeners, or "auto" for one per core (env ${ENV.workers}; default 1)`)
     .option('--dev', 'dev mode: print how to try the proxy once it is ready')
-    .action(async (opts: { config?: string; policies?: string; listen?: string; admin?: string; allowRange?: string[]; nodeId?: string; logLevel?: string; dev?: boolean }) => {
+    .action(async (opts: StartOptions) => {
       let config;
       try {
         config = loadConfig({
           config: opts.config, policies: opts.policies, listen: opts.listen, admin: opts.admin,
-          allowRanges: opts.allowRange, nodeId: opts.nodeId, logLevel: opts.logLevel,
+          allowRanges: opts.allowRange, nodeId: opts.nodeId, logLevel: opts.logLevel, workers: opts.workers,
         });
       } catch (err) {
         if (err instanceof FileValidationError) {
@@ -52,6 +61,22 @@ export function registerStart(program: Command): void {
           process.exit(2);
         }
         throw err;
+      }
+      if (config.workers > 1 && cluster.isPrimary) {
+        // Validate once, here, so a broken policy is reported once and no worker is forked.
+        try {
+          loadPolicyDir(config.policiesDir);
+        } catch (err) {
+          if (err instanceof FileValidationError) {
+            process.stderr.write(`egress-proxy: invalid policy in ${config.policiesDir}\n${err.message}\n`);
+            process.exit(2);
+          }
+          throw err;
+        }
+        superviseWorkers(config.workers, (a) => {
+          if (opts.dev) process.stderr.write(banner(hostPort(a), config.admin));
+        });
+        return;
       }
       let proxy;
       try {
@@ -64,12 +89,16 @@ export function registerStart(program: Command): void {
         process.stderr.write(`egress-proxy: cannot start: ${(err as Error).message}\n`);
         process.exit(1);
       }
-      if (opts.dev) process.stderr.write(banner(hostPort(proxy.proxyAddress), hostPort(proxy.adminAddress)));
+      if (opts.dev && cluster.isPrimary) process.stderr.write(banner(hostPort(proxy.proxyAddress), hostPort(proxy.adminAddress)));
+      // Idempotent: under a supervisor (or systemd's control group) a worker may get the signal twice.
+      let stopping = false;
       const stop = (signal: string): void => {
+        if (stopping) return;
+        stopping = true;
         process.stderr.write(`egress-proxy: ${signal} received, draining\n`);
         void proxy.drain().then(() => process.exit(0));
       };
-      process.once('SIGTERM', () => stop('SIGTERM'));
-      process.once('SIGINT', () => stop('SIGINT'));
+      process.on('SIGTERM', () => stop('SIGTERM'));
+      process.on('SIGINT', () => stop('SIGINT'));
     });
 }

@@ -1,5 +1,5 @@
 import { readFileSync } from 'node:fs';
-import { hostname } from 'node:os';
+import { availableParallelism, hostname } from 'node:os';
 import { dirname, resolve } from 'node:path';
 import { cidr, hostPort } from './fields.js';
 import { configSchema, type ProxyConfig } from './schema.js';
@@ -14,6 +14,7 @@ export interface StartOverrides {
   allowRanges?: string[] | undefined;
   nodeId?: string | undefined;
   logLevel?: string | undefined;
+  workers?: string | undefined;
 }
 
 /** The environment variables the start command reads, one per option. */
@@ -25,10 +26,11 @@ export const ENV = {
   allowRanges: 'EGRESS_ALLOW_RANGES',
   nodeId: 'EGRESS_NODE_ID',
   logLevel: 'EGRESS_LOG_LEVEL',
+  workers: 'EGRESS_WORKERS',
 } as const;
 
 /** Config after loading: policy directory made absolute, node id filled in, frozen. */
-export type LoadedConfig = Readonly<ProxyConfig & { node_id: string; policiesDir: string; configFile: string | undefined }>;
+export type LoadedConfig = Readonly<Omit<ProxyConfig, 'workers'> & { node_id: string; workers: number; policiesDir: string; configFile: string | undefined }>;
 
 function deepFreeze<T>(value: T): T {
   if (value && typeof value === 'object') {
@@ -94,9 +96,17 @@ export function loadConfig(opts: StartOverrides = {}, env: NodeJS.ProcessEnv = p
     }
     parsed.log.level = found;
   }
+  const workers = pick(opts.workers, '--workers', ENV.workers);
+  if (workers) {
+    const n = Number(workers[1]);
+    if (workers[1] === 'auto') parsed.workers = 'auto';
+    else if (Number.isInteger(n) && n >= 1 && n <= 256) parsed.workers = n;
+    else throw new FileValidationError([{ file: workers[0], line: 0, col: 0, field: '', message: 'expected a number from 1 to 256, or "auto"' }]);
+  }
   const policiesDir = opts.policies ?? env[ENV.policies];
   return deepFreeze({
     ...parsed,
+    workers: parsed.workers === 'auto' ? availableParallelism() : parsed.workers,
     node_id: parsed.node_id ?? (hostname().replace(/[^A-Za-z0-9._-]/g, '-').slice(0, 64) || 'egress'),
     policiesDir: policiesDir ? resolve(policiesDir) : resolve(baseDir, parsed.policies),
     configFile,

@@ -8,6 +8,8 @@ export const configSchema = z
       .describe('Name of this egress node in logs and the Via header; defaults to the host name.'),
     listen: hostPort.default('127.0.0.1:3128').describe('Explicit proxy listener.'),
     admin: hostPort.default('127.0.0.1:9090').describe('Admin listener: health, readiness, PAC.'),
+    workers: z.union([z.number().int().min(1).max(256), z.literal('auto')]).default(1)
+      .describe('Proxy processes sharing the listeners; "auto" = one per CPU core. Each is a whole proxy.'),
     policies: z.string().min(1).default('policies').describe('Directory of policy files (relative to this file).'),
     allow_ranges: z.array(cidr).default([])
       .describe('Internal CIDRs the proxy may reach although they are denied by default (as smokescreen allows).'),

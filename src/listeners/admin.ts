@@ -17,7 +17,7 @@ export function createAdminServer(rt: ProxyRuntime): Server {
     if (req.method !== 'GET' && req.method !== 'HEAD') return send(405, 'text/plain', 'method not allowed\n');
     switch (path) {
       case '/healthz':
-        return send(200, 'application/json', JSON.stringify({ status: 'ok', node: rt.config.node_id }) + '\n');
+        return send(200, 'application/json', JSON.stringify({ status: 'ok', node: rt.config.node_id, pid: process.pid }) + '\n');
       case '/readyz': {
         const ready = !rt.draining;
         return send(ready ? 200 : 503, 'application/json',

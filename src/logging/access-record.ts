@@ -5,6 +5,8 @@ import type { ProxyLogger } from './logger.js';
 export type ExchangeKind = 'http' | 'connect' | 'websocket' | 'client_error';
 
 const str = (name: string, v: string | undefined): string => (v === undefined ? '' : `,"${name}":${JSON.stringify(v)}`);
+/** Long client-chosen values are clipped so a line stays far below the 4 KiB atomic write. */
+const clip = (v: string | undefined, max: number): string | undefined => (v !== undefined && v.length > max ? `${v.slice(0, max)}…` : v);
 const num = (name: string, v: number | undefined): string => (v === undefined ? '' : `,"${name}":${v}`);
 
 /**
@@ -42,10 +44,10 @@ export class AccessRecord {
   serialise(prefix: string): string {
     const ms = Math.round((performance.now() - this.start) * 100) / 100;
     return `${prefix},"kind":"${this.kind}"${str('client_ip', this.client_ip)}${num('client_port', this.client_port)}` +
-      `${str('method', this.method)}${str('scheme', this.scheme)}${str('host', this.host)}${num('port', this.port)}` +
-      `${str('url', this.url)}${str('resolved_ip', this.resolved_ip)},"status":${this.status},"bytes_in":${this.bytes_in}` +
+      `${str('method', this.method)}${str('scheme', this.scheme)}${str('host', clip(this.host, 256))}${num('port', this.port)}` +
+      `${str('url', clip(this.url, 1536))}${str('resolved_ip', this.resolved_ip)},"status":${this.status},"bytes_in":${this.bytes_in}` +
       `,"bytes_out":${this.bytes_out},"duration_ms":${ms},"decision":"${this.decision}","reason":"${this.reason}"` +
-      `${str('rule', this.rule)}${str('policy_version', this.policy_version)}${str('user_agent', this.user_agent)}}\n`;
+      `${str('rule', this.rule)}${str('policy_version', this.policy_version)}${str('user_agent', clip(this.user_agent, 256))}}\n`;
   }
 
   /** Writes the line, once; later calls are ignored so every exit path may call it. */

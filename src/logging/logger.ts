@@ -4,6 +4,8 @@ import pino, { type Logger } from 'pino';
 export interface LoggerOptions {
   level: string;
   nodeId: string;
+  /** Worker number when several processes share the listeners (logged as `worker`). */
+  worker?: number | undefined;
   /** File descriptor or path; defaults to stdout. */
   destination?: number | string;
 }
@@ -36,11 +38,13 @@ function isoNow(): string {
  * see docs/decisions.md) but go to the same destination, so lines never interleave mid-line.
  */
 export function createLogger(o: LoggerOptions): ProxyLogger {
-  const dest = pino.destination({ dest: o.destination ?? 1, sync: false, minLength: 0 });
+  // Writes of at most 4 KiB made of whole lines: atomic on a pipe, so several workers sharing
+  // stdout never interleave inside a line (access lines are kept well under that size).
+  const dest = pino.destination({ dest: o.destination ?? 1, sync: false, minLength: 0, maxWrite: 4096 });
   const log = pino(
     {
       level: o.level,
-      base: { node: o.nodeId },
+      base: o.worker === undefined ? { node: o.nodeId } : { node: o.nodeId, worker: o.worker },
       timestamp: pino.stdTimeFunctions.isoTime,
       formatters: { level: (label) => ({ level: label }) },
       // Belt and braces: no field by these names is ever written in clear.
@@ -52,7 +56,7 @@ export function createLogger(o: LoggerOptions): ProxyLogger {
     },
     dest,
   );
-  const node = JSON.stringify(o.nodeId);
+  const node = o.worker === undefined ? JSON.stringify(o.nodeId) : `${JSON.stringify(o.nodeId)},"worker":${o.worker}`;
   const enabled = log.isLevelEnabled('info');
   return {
     log,
