@@ -95,6 +95,46 @@ describe('CONNECT tunnels', () => {
     }
   });
 
+  it('relays a large download byte-exact to a slow reader (backpressure through the reused read buffer)', async () => {
+    const { createHash, randomBytes } = await import('node:crypto');
+    const data = randomBytes(24 << 20);
+    const server = createServer((s) => s.end(data));
+    server.listen(0, '127.0.0.4');
+    await once(server, 'listening');
+    const port = (server.address() as { port: number }).port;
+    try {
+      const s = await openSocket(proxy.port);
+      s.write(`CONNECT 127.0.0.4:${port} HTTP/1.1\r\nHost: x\r\n\r\n`);
+      const hash = createHash('sha256');
+      let headDone = false;
+      let pending = Buffer.alloc(0);
+      let n = 0;
+      let reads = 0;
+      s.on('data', (d: Buffer) => {
+        if (!headDone) {
+          pending = Buffer.concat([pending, d]);
+          const i = pending.indexOf('\r\n\r\n');
+          if (i === -1) return;
+          headDone = true;
+          d = pending.subarray(i + 4);
+        }
+        hash.update(d);
+        n += d.length;
+        // Stall now and then so the proxy's writes queue up and it must pause reading.
+        if (++reads % 8 === 0) {
+          s.pause();
+          setTimeout(() => s.resume(), 5);
+        }
+      });
+      await once(s, 'end');
+      expect(n).toBe(data.length);
+      expect(hash.digest('hex')).toBe(createHash('sha256').update(data).digest('hex'));
+      s.destroy();
+    } finally {
+      server.close();
+    }
+  });
+
   it('keeps an idle tunnel open only up to idle_timeout_ms', async () => {
     const short = await startTestProxy({ limits: { idle_timeout_ms: 300 } }, {});
     const server = createServer(() => undefined);

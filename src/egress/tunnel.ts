@@ -3,6 +3,7 @@ import { upstreamReason } from '../errors/proxy-error.js';
 import { rejectSocket } from '../errors/reject.js';
 import type { AccessRecord } from '../logging/access-record.js';
 import type { ProxyRuntime } from '../runtime.js';
+import { DownstreamRelay } from './relay.js';
 
 const ESTABLISHED = Buffer.from('HTTP/1.1 200 Connection established\r\n\r\n');
 
@@ -13,13 +14,16 @@ const ESTABLISHED = Buffer.from('HTTP/1.1 200 Connection established\r\n\r\n');
  */
 export function openTunnel(rt: ProxyRuntime, record: AccessRecord, client: Socket, head: Buffer, ip: string, port: number, done: () => void): void {
   const { limits } = rt.config;
-  const up = connect({ host: ip, port, allowHalfOpen: true, noDelay: true });
+  const relay = new DownstreamRelay(client);
+  const up = connect({ host: ip, port, allowHalfOpen: true, noDelay: true, onread: relay.onread() });
+  relay.attach(up);
   let connected = false;
   let open = 2;
   const closed = (): void => {
     if (--open > 0) return;
     record.bytes_in = up.bytesWritten;
     record.bytes_out = up.bytesRead;
+    relay.release();
     rt.tunnels.delete(client);
     done();
   };
@@ -45,7 +49,7 @@ export function openTunnel(rt: ProxyRuntime, record: AccessRecord, client: Socke
     client.write(ESTABLISHED);
     if (head.length > 0) up.write(head);
     client.pipe(up);
-    up.pipe(client);
+    up.on('end', () => client.end());
   });
   up.on('error', (err) => {
     if (!connected) {
