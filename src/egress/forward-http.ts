@@ -40,10 +40,7 @@ export class HttpExchange implements Dispatcher.DispatchHandler {
     this.socket = socket;
     this.inAt = socket.bytesRead;
     this.outAt = socket.bytesWritten;
-    const rec = new AccessRecord('http', socket.remoteAddress, socket.remotePort);
-    rec.method = req.method;
-    rec.user_agent = req.headers['user-agent'];
-    this.record = rec;
+    this.record = AccessRecord.forRequest('http', req);
     rt.active++;
     (res as Tagged)[kExchange] = this;
     res.once('close', onResponseClose);

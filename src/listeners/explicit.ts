@@ -27,13 +27,6 @@ function admit(rt: ProxyRuntime, rec: AccessRecord, req: IncomingMessage, target
   if (d.action === 'deny') throw new ProxyError(d.reason, d.rule);
 }
 
-function startRecord(kind: AccessRecord['kind'], req: IncomingMessage): AccessRecord {
-  const rec = new AccessRecord(kind, req.socket.remoteAddress, req.socket.remotePort);
-  rec.method = req.method;
-  rec.user_agent = req.headers['user-agent'];
-  return rec;
-}
-
 function onRequest(rt: ProxyRuntime, req: IncomingMessage, res: ServerResponse, expectContinue: boolean): void {
   const ex = new HttpExchange(rt, req, res);
   const rec = ex.record;
@@ -49,7 +42,7 @@ function onRequest(rt: ProxyRuntime, req: IncomingMessage, res: ServerResponse, 
     admit(rt, rec, req, target, 'http');
     const ip = chooseAddress(rt, target);
     if (typeof ip === 'string') send(ex, res, target, ip, expectContinue);
-    else ip.then((a) => send(ex, res, target, a, expectContinue), (err: unknown) => ex.fail(err));
+    else ip.then((a) => send(ex, res, target, a, expectContinue)).catch((err: unknown) => ex.fail(err));
   } catch (err) {
     ex.fail(err);
   }
@@ -69,7 +62,7 @@ async function onSocketExchange(
   rt: ProxyRuntime, kind: 'connect' | 'websocket', req: IncomingMessage, socket: Socket,
   body: (rec: AccessRecord, done: () => void) => Promise<void>,
 ): Promise<void> {
-  const rec = startRecord(kind, req);
+  const rec = AccessRecord.forRequest(kind, req);
   rt.active++;
   const done = (): void => {
     rt.active--;

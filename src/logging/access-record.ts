@@ -1,3 +1,4 @@
+import type { IncomingMessage } from 'node:http';
 import type { ReasonId } from '../errors/reasons.js';
 import type { ProxyLogger } from './logger.js';
 
@@ -38,6 +39,14 @@ export class AccessRecord {
     this.kind = kind;
     this.client_ip = clientIp;
     this.client_port = clientPort;
+  }
+
+  /** A record for a request as it arrives: client address, method and user agent filled in. */
+  static forRequest(kind: ExchangeKind, req: IncomingMessage): AccessRecord {
+    const rec = new AccessRecord(kind, req.socket.remoteAddress, req.socket.remotePort);
+    rec.method = req.method;
+    rec.user_agent = req.headers['user-agent'];
+    return rec;
   }
 
   /** The JSON line, fields in a fixed order, undefined fields left out (as pino does). */
