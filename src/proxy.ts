@@ -69,6 +69,7 @@ export async function startProxy(config: LoadedConfig, logger?: ProxyLogger): Pr
   rt.self.add(proxyAddress.address, proxyAddress.port);
   rt.self.add(adminAddress.address, adminAddress.port);
   lg.log.info({ listen: proxyAddress, admin: adminAddress, policy_version: policy.version, policy_files: policy.files }, 'egress-proxy ready');
+  lg.flush(); // whoever waits for "ready" should not wait for a full block
 
   let draining: Promise<void> | undefined;
   const drain = (): Promise<void> =>

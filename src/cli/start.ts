@@ -90,6 +90,7 @@ export function registerStart(program: Command): void {
         process.exit(1);
       }
       if (opts.dev && cluster.isPrimary) process.stderr.write(banner(hostPort(proxy.proxyAddress), hostPort(proxy.adminAddress)));
+      process.on('exit', () => proxy.runtime.logger.flush());
       // Idempotent: under a supervisor (or systemd's control group) a worker may get the signal twice.
       let stopping = false;
       const stop = (signal: string): void => {

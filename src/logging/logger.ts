@@ -38,9 +38,13 @@ function isoNow(): string {
  * see docs/decisions.md) but go to the same destination, so lines never interleave mid-line.
  */
 export function createLogger(o: LoggerOptions): ProxyLogger {
-  // Writes of at most 4 KiB made of whole lines: atomic on a pipe, so several workers sharing
-  // stdout never interleave inside a line (access lines are kept well under that size).
-  const dest = pino.destination({ dest: o.destination ?? 1, sync: false, minLength: 0, maxWrite: 4096 });
+  // Lines are batched and written synchronously in blocks of at most 4 KiB of whole lines:
+  // - one write per ~12 lines instead of a thread-pool round trip per line (a quarter of the
+  //   per-request CPU, measured with bench/run.mjs --only small, see docs/decisions.md);
+  // - a block of at most 4 KiB is atomic on a pipe, so workers sharing stdout never interleave;
+  // - a sink that stops taking lines stops the proxy rather than growing memory (fail closed);
+  // - a partial block is flushed within 250 ms, on drain and at exit.
+  const dest = pino.destination({ dest: o.destination ?? 1, sync: true, minLength: 4000, maxWrite: 4096, periodicFlush: 250 });
   const log = pino(
     {
       level: o.level,
