@@ -53,3 +53,15 @@ describe('upstream headers', () => {
     expect(out).toEqual(['host', 'h', 'x-forwarded-for', '10.0.0.5']);
   });
 });
+
+describe('access-log serialisation', () => {
+  it('writes valid JSON whatever the client put in its User-Agent', async () => {
+    const { AccessRecord } = await import('../src/logging/access-record.js');
+    const rec = new AccessRecord('http', '127.0.0.1', 1234);
+    rec.user_agent = 'evil"\\\n\u0001\u2028agent';
+    rec.url = 'http://example.com:80/a%22b';
+    const line = rec.serialise('{"level":"info"');
+    expect(line.endsWith('}\n')).toBe(true);
+    expect(JSON.parse(line)).toMatchObject({ user_agent: 'evil"\\\n\u0001\u2028agent', url: 'http://example.com:80/a%22b', kind: 'http' });
+  });
+});

@@ -5,7 +5,10 @@ import type { ProxyLogger } from './logger.js';
 /** What kind of exchange a log line describes. */
 export type ExchangeKind = 'http' | 'connect' | 'websocket' | 'client_error';
 
-const str = (name: string, v: string | undefined): string => (v === undefined ? '' : `,"${name}":${JSON.stringify(v)}`);
+// Most values (normalised hosts, URLs, ids) need no escaping; test before paying for JSON.stringify.
+const NEEDS_ESCAPE = /["\\\u0000-\u001f\u2028\u2029]/;
+const str = (name: string, v: string | undefined): string =>
+  v === undefined ? '' : NEEDS_ESCAPE.test(v) ? `,"${name}":${JSON.stringify(v)}` : `,"${name}":"${v}"`;
 /** Long client-chosen values are clipped so a line stays far below the 4 KiB atomic write. */
 const clip = (v: string | undefined, max: number): string | undefined => (v !== undefined && v.length > max ? `${v.slice(0, max)}…` : v);
 const num = (name: string, v: number | undefined): string => (v === undefined ? '' : `,"${name}":${v}`);
