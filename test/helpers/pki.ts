@@ -12,17 +12,22 @@ function keyPair(): forge.pki.rsa.KeyPair {
   return forge.pki.rsa.generateKeyPair({ bits: 2048, e: 0x10001 });
 }
 
-/** A throw-away CA for tests (minted at test time; no key material is committed). */
-export function makeCa(name = 'egress-proxy test CA'): Pem & { forgeCert: forge.pki.Certificate; forgeKey: forge.pki.rsa.PrivateKey } {
-  const keys = keyPair();
+/** A certificate valid from a minute ago for a day, for `keys`, not yet signed. */
+function draft(keys: forge.pki.rsa.KeyPair, commonName: string): forge.pki.Certificate {
   const cert = forge.pki.createCertificate();
   cert.publicKey = keys.publicKey;
   cert.serialNumber = nextSerial();
   cert.validity.notBefore = new Date(Date.now() - 60_000);
   cert.validity.notAfter = new Date(Date.now() + 86_400_000);
-  const attrs = [{ name: 'commonName', value: name }];
-  cert.setSubject(attrs);
-  cert.setIssuer(attrs);
+  cert.setSubject([{ name: 'commonName', value: commonName }]);
+  return cert;
+}
+
+/** A throw-away CA for tests (minted at test time; no key material is committed). */
+export function makeCa(name = 'egress-proxy test CA'): Pem & { forgeCert: forge.pki.Certificate; forgeKey: forge.pki.rsa.PrivateKey } {
+  const keys = keyPair();
+  const cert = draft(keys, name);
+  cert.setIssuer(cert.subject.attributes);
   cert.setExtensions([
     { name: 'basicConstraints', cA: true, critical: true },
     { name: 'keyUsage', keyCertSign: true, cRLSign: true, critical: true },
@@ -39,12 +44,7 @@ export function makeCa(name = 'egress-proxy test CA'): Pem & { forgeCert: forge.
 /** A server certificate for the given DNS names and IPs, signed by `ca`. */
 export function makeLeaf(ca: ReturnType<typeof makeCa>, names: string[], ips: string[] = []): Pem {
   const keys = keyPair();
-  const cert = forge.pki.createCertificate();
-  cert.publicKey = keys.publicKey;
-  cert.serialNumber = nextSerial();
-  cert.validity.notBefore = new Date(Date.now() - 60_000);
-  cert.validity.notAfter = new Date(Date.now() + 86_400_000);
-  cert.setSubject([{ name: 'commonName', value: names[0] ?? ips[0] ?? 'leaf' }]);
+  const cert = draft(keys, names[0] ?? ips[0] ?? 'leaf');
   cert.setIssuer(ca.forgeCert.subject.attributes);
   cert.setExtensions([
     { name: 'basicConstraints', cA: false },
