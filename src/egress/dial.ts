@@ -1,5 +1,5 @@
 import { ProxyError } from '../errors/proxy-error.js';
-import type { Target } from '../listeners/target.js';
+import type { Target } from './target.js';
 import type { ProxyRuntime } from '../runtime.js';
 
 /**

@@ -2,9 +2,9 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { isIP, type Socket } from 'node:net';
 import type { Dispatcher } from 'undici';
 import { upstreamReason } from '../errors/proxy-error.js';
-import { recordFailure, rejectRequest } from '../errors/reject.js';
+import { rejectRequest } from '../errors/reject.js';
 import { AccessRecord } from '../logging/access-record.js';
-import type { Target } from '../listeners/target.js';
+import type { Target } from './target.js';
 import type { ProxyRuntime } from '../runtime.js';
 import { downstreamHeaders, hasBody, upstreamHeaders } from './headers.js';
 
@@ -60,7 +60,7 @@ export class HttpExchange implements Dispatcher.DispatchHandler {
 
   /** Refuses the request with the reason `err` carries. */
   fail(err: unknown): void {
-    const reason = recordFailure(this.rt, this.record, err);
+    const reason = this.record.fail(err, this.rt.logger);
     // An unread body would otherwise be drained just to keep a connection we are refusing.
     if (!this.req.complete && hasBody(this.req)) this.res.shouldKeepAlive = false;
     rejectRequest(this.req, this.res, reason);

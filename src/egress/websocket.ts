@@ -4,7 +4,7 @@ import { isIP, type Socket } from 'node:net';
 import { upstreamReason } from '../errors/proxy-error.js';
 import { rejectSocket } from '../errors/reject.js';
 import type { AccessRecord } from '../logging/access-record.js';
-import type { Target } from '../listeners/target.js';
+import type { Target } from './target.js';
 import type { ProxyRuntime } from '../runtime.js';
 import { downstreamHeaders, upstreamHeaders } from './headers.js';
 

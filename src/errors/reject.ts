@@ -1,9 +1,6 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
-import type { AccessRecord } from '../logging/access-record.js';
-import type { ProxyRuntime } from '../runtime.js';
-import { ProxyError, upstreamReason } from './proxy-error.js';
-import { isDenial, REASONS, type ReasonId } from './reasons.js';
+import { REASONS, type ReasonId } from './reasons.js';
 
 const STATUS_TEXT: Record<number, string> = {
   400: 'Bad Request',
@@ -88,14 +85,4 @@ export function rejectSocket(socket: Socket, reason: ReasonId, accept?: string, 
   );
   // A client that never reads must not hold the socket open.
   socket.setTimeout(5000, () => socket.destroy());
-}
-
-/** Records why an exchange failed (reason, status, decision) and returns the reason; bugs are logged once. */
-export function recordFailure(rt: ProxyRuntime, rec: AccessRecord, err: unknown): ReasonId {
-  const reason = err instanceof ProxyError ? err.reason : upstreamReason(err);
-  rec.reason = reason;
-  rec.status = REASONS[reason].status;
-  rec.decision = isDenial(reason) ? 'deny' : 'error';
-  if (reason === 'internal_error') rt.logger.log.error({ err }, 'unexpected failure on the request path');
-  return reason;
 }

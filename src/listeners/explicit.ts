@@ -7,7 +7,7 @@ import { openTunnel } from '../egress/tunnel.js';
 import { forwardWebSocket } from '../egress/websocket.js';
 import { errorCode, ProxyError } from '../errors/proxy-error.js';
 import { statusOf, type ReasonId } from '../errors/reasons.js';
-import { recordFailure, rejectSocket } from '../errors/reject.js';
+import { rejectSocket } from '../errors/reject.js';
 import { AccessRecord, loggedUrl } from '../logging/access-record.js';
 import { decide } from '../policy/decide.js';
 import type { ProxyRuntime } from '../runtime.js';
@@ -73,7 +73,7 @@ async function onSocketExchange(
     if (rt.draining) throw new ProxyError('draining');
     await body(rec, done);
   } catch (err) {
-    rejectSocket(socket, recordFailure(rt, rec, err), req.headers.accept);
+    rejectSocket(socket, rec.fail(err, rt.logger), req.headers.accept);
     done();
   }
 }

@@ -1,15 +1,7 @@
+import type { Target } from '../egress/target.js';
 import { ProxyError } from '../errors/proxy-error.js';
 
-/** A parsed, normalised destination. `host` is lower-case, IDN in punycode, IPv6 without brackets. */
-export interface Target {
-  scheme: 'http' | 'https' | 'ws' | 'wss';
-  host: string;
-  port: number;
-  /** Origin-form path with query, as sent upstream. */
-  path: string;
-  /** Host header value to send upstream (host plus a non-default port). */
-  hostHeader: string;
-}
+export type { Target };
 
 const DEFAULT_PORT = { http: 80, https: 443, ws: 80, wss: 443 } as const;
 

@@ -1,5 +1,6 @@
 import type { IncomingMessage } from 'node:http';
-import type { ReasonId } from '../errors/reasons.js';
+import { ProxyError, upstreamReason } from '../errors/proxy-error.js';
+import { isDenial, REASONS, type ReasonId } from '../errors/reasons.js';
 import type { ProxyLogger } from './logger.js';
 
 /** What kind of exchange a log line describes. */
@@ -42,6 +43,16 @@ export class AccessRecord {
     this.kind = kind;
     this.client_ip = clientIp;
     this.client_port = clientPort;
+  }
+
+  /** Records why the exchange failed (reason, status, decision) and returns the reason; bugs are logged once. */
+  fail(err: unknown, logger: ProxyLogger): ReasonId {
+    const reason = err instanceof ProxyError ? err.reason : upstreamReason(err);
+    this.reason = reason;
+    this.status = REASONS[reason].status;
+    this.decision = isDenial(reason) ? 'deny' : 'error';
+    if (reason === 'internal_error') logger.log.error({ err }, 'unexpected failure on the request path');
+    return reason;
   }
 
   /** A record for a request as it arrives: client address, method and user agent filled in. */
