@@ -106,7 +106,7 @@ describe('policy files', () => {
 
   it('rejects two files that both set the default', () => {
     const problems = problemsOf(() => loadPolicyDir(policyDir({ 'a.yaml': 'version: v1\ndefault: allow\n', 'b.yaml': 'version: v1\ndefault: deny\n' })));
-    expect(problems[0]).toMatch(/b\.yaml:1:1 default: "default" is already set in .*a\.yaml/);
+    expect(problems[0]).toMatch(/b\.yaml:2:1 default: "default" is already set in .*a\.yaml/);
   });
 
   it('reports every broken file with position, and a bad port range', () => {

@@ -194,7 +194,7 @@ describe('plain HTTP through the explicit proxy', () => {
 
   it('answers with JSON or an HTML block page depending on Accept', async () => {
     const json = await run('curl', ['-sS', '-x', proxy.url, '-H', 'Accept: application/json', `http://${origin.host}:80/`], { env: cleanEnv() });
-    expect(JSON.parse(json.stdout)).toEqual({ error: 'port_not_allowed', status: 403, message: expect.any(String) });
+    expect(JSON.parse(json.stdout)).toEqual({ error: 'port_not_allowed', status: 403, message: expect.any(String), rule: 'network.http_ports' });
     const html = await run('curl', ['-sS', '-x', proxy.url, '-H', 'Accept: text/html', `http://${origin.host}:80/`], { env: cleanEnv() });
     expect(html.stdout).toContain('<code>port_not_allowed</code>');
   });

@@ -1,7 +1,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { isIP, type Socket } from 'node:net';
 import type { Dispatcher } from 'undici';
-import { upstreamReason } from '../errors/proxy-error.js';
+import { ProxyError, upstreamReason } from '../errors/proxy-error.js';
 import { rejectRequest } from '../errors/reject.js';
 import { AccessRecord } from '../logging/access-record.js';
 import type { Target } from './target.js';
@@ -63,7 +63,8 @@ export class HttpExchange implements Dispatcher.DispatchHandler {
     const reason = this.record.fail(err, this.rt.logger);
     // An unread body would otherwise be drained just to keep a connection we are refusing.
     if (!this.req.complete && hasBody(this.req)) this.res.shouldKeepAlive = false;
-    rejectRequest(this.req, this.res, reason);
+    const pe = err instanceof ProxyError ? err : undefined;
+    rejectRequest(this.req, this.res, reason, pe?.publicMessage, pe?.rule);
   }
 
   /** Sends the request to `ip` (already checked by the address guard). */

@@ -5,12 +5,18 @@ export class ProxyError extends Error {
   readonly reason: ReasonId;
   /** Extra text for the log only (never shown to the client: it may name internal addresses). */
   readonly detail: string | undefined;
+  /** The policy rule that refused, shown on the block page. */
+  readonly rule: string | undefined;
+  /** The admin's message for the block page (a deny rule's `message`). */
+  readonly publicMessage: string | undefined;
 
-  constructor(reason: ReasonId, detail?: string, options?: { cause?: unknown }) {
+  constructor(reason: ReasonId, detail?: string, options?: { cause?: unknown; rule?: string | undefined; publicMessage?: string | undefined }) {
     super(detail ? `${reason}: ${detail}` : reason, options);
     this.name = 'ProxyError';
     this.reason = reason;
     this.detail = detail;
+    this.rule = options?.rule;
+    this.publicMessage = options?.publicMessage;
   }
 }
 

@@ -31,11 +31,11 @@ const escapeHtml = (s: string): string =>
   s.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
 
 /** Renders the response body that explains a refusal; never includes internal detail. */
-export function renderBody(reason: ReasonId, kind: BodyKind, message?: string): { type: string; body: string } {
+export function renderBody(reason: ReasonId, kind: BodyKind, message?: string, rule?: string): { type: string; body: string } {
   const status = REASONS[reason].status;
   const text = message ?? REASONS[reason].text;
   if (kind === 'json') {
-    return { type: 'application/json', body: JSON.stringify({ error: reason, status, message: text }) + '\n' };
+    return { type: 'application/json', body: JSON.stringify({ error: reason, status, message: text, ...(rule ? { rule } : {}) }) + '\n' };
   }
   if (kind === 'html') {
     const body =
@@ -43,16 +43,16 @@ export function renderBody(reason: ReasonId, kind: BodyKind, message?: string): 
       '<style>body{font-family:system-ui,sans-serif;max-width:40em;margin:4em auto;color:#222}' +
       'code{background:#eee;padding:.1em .3em}</style></head><body>' +
       `<h1>${status} ${escapeHtml(STATUS_TEXT[status] ?? 'Error')}</h1><p>${escapeHtml(text)}</p>` +
-      `<p>Reason: <code>${reason}</code>. Quote it to your administrator; it is in the proxy's log.</p>` +
+      `<p>Reason: <code>${reason}</code>${rule ? `, rule <code>${escapeHtml(rule)}</code>` : ''}. Quote it to your administrator; it is in the proxy's log.</p>` +
       '</body></html>\n';
     return { type: 'text/html; charset=utf-8', body };
   }
-  return { type: 'text/plain; charset=utf-8', body: `${status} ${reason}: ${text}\n` };
+  return { type: 'text/plain; charset=utf-8', body: `${status} ${reason}${rule ? ` (rule ${rule})` : ''}: ${text}\n` };
 }
 
 /** Answers a request on the proxy port with the refusal for `reason`. */
-export function rejectRequest(req: IncomingMessage, res: ServerResponse, reason: ReasonId, message?: string): void {
-  const { type, body } = renderBody(reason, bodyKindFor(req.headers.accept), message);
+export function rejectRequest(req: IncomingMessage, res: ServerResponse, reason: ReasonId, message?: string, rule?: string): void {
+  const { type, body } = renderBody(reason, bodyKindFor(req.headers.accept), message, rule);
   const status = REASONS[reason].status;
   if (res.headersSent) {
     // The response already started: the only honest signal left is to cut the connection.
@@ -69,10 +69,10 @@ export function rejectRequest(req: IncomingMessage, res: ServerResponse, reason:
 }
 
 /** Writes a whole refusal on a raw socket (CONNECT, upgrades, parse errors) and closes it. */
-export function rejectSocket(socket: Socket, reason: ReasonId, accept?: string, extraHeaders = ''): void {
+export function rejectSocket(socket: Socket, reason: ReasonId, accept?: string, extraHeaders = '', message?: string, rule?: string): void {
   if (socket.destroyed) return;
   const status = REASONS[reason].status;
-  const { type, body } = renderBody(reason, bodyKindFor(accept));
+  const { type, body } = renderBody(reason, bodyKindFor(accept), message, rule);
   if (!socket.writable) {
     socket.destroy();
     return;

@@ -21,10 +21,14 @@ function admit(rt: ProxyRuntime, rec: AccessRecord, req: IncomingMessage, target
   rec.port = target.port;
   rec.url = kind === 'connect' ? undefined : loggedUrl(target.scheme, target.host, target.port, target.path, rt.config.log.redact_query);
   if (viaContains(req.headers.via, rt.viaToken)) throw new ProxyError('proxy_loop', 'own Via entry seen');
-  const d = decide(rt.current.policy, { kind, host: target.host, port: target.port });
+  const d = decide(rt.current.policy, {
+    kind, host: target.host, port: target.port, scheme: target.scheme, method: kind === 'connect' ? undefined : req.method,
+    path: kind === 'connect' ? undefined : target.path, source: req.socket.remoteAddress,
+  });
   rec.rule = d.rule;
   rec.policy_version = d.version;
-  if (d.action === 'deny') throw new ProxyError(d.reason, d.rule);
+  if (d.report.length > 0) rec.report = d.report.map((h) => `${h.rule}:${h.action}`).join(',');
+  if (d.action === 'deny') throw new ProxyError(d.reason, d.rule, { rule: d.rule, publicMessage: d.message });
 }
 
 function onRequest(rt: ProxyRuntime, req: IncomingMessage, res: ServerResponse, expectContinue: boolean): void {
@@ -73,7 +77,8 @@ async function onSocketExchange(
     if (rt.draining) throw new ProxyError('draining');
     await body(rec, done);
   } catch (err) {
-    rejectSocket(socket, rec.fail(err, rt.logger), req.headers.accept);
+    const pe = err instanceof ProxyError ? err : undefined;
+    rejectSocket(socket, rec.fail(err, rt.logger), req.headers.accept, '', pe?.publicMessage, pe?.rule);
     done();
   }
 }

@@ -2,46 +2,26 @@ import { createHash } from 'node:crypto';
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { FileValidationError, parseYamlFile, type FileProblem } from '../config/validate.js';
-import { policyFileSchema, type PolicyFile } from './schema.js';
-import { PortSet } from './ports.js';
+import { compileFiles, type CompiledPolicy, type LoadedFile } from './compile.js';
+import { policyFileSchema } from './schema.js';
 
-/** The whole policy set, compiled for fast decisions. Immutable: reloads build a new one. */
-export interface CompiledPolicy {
-  /** Content hash of every file; goes into each access-log line. */
-  readonly version: string;
-  readonly files: readonly string[];
-  readonly defaultAction: 'allow' | 'deny';
-  readonly allowRanges: readonly string[];
-  readonly connectPorts: PortSet;
-  readonly httpPorts: PortSet;
-}
+export type { CompiledPolicy } from './compile.js';
 
-/** Compiles already-validated policy files (name → content) into one policy. */
-export function compilePolicy(files: ReadonlyArray<{ name: string; text: string; data: PolicyFile }>): CompiledPolicy {
-  const hash = createHash('sha256');
-  for (const f of files) hash.update(f.name).update('\0').update(f.text).update('\0');
-  const defaults = files.filter((f) => f.data.default !== undefined);
-  if (defaults.length > 1) {
-    throw new FileValidationError(
-      defaults.slice(1).map((f) => ({
-        file: f.name, line: 1, col: 1, field: 'default',
-        message: `"default" is already set in ${defaults[0]!.name}; set it in one file only`,
-      })),
-    );
+/** Reads a squidGuard/UT1 `domains` file: one domain per line, # comments and blanks ignored. */
+export function readDomainList(text: string): string[] {
+  const out: string[] = [];
+  for (const raw of text.split('\n')) {
+    const line = raw.trim();
+    if (line && line.charCodeAt(0) !== 35 /* # */) out.push(line);
   }
-  const connect = files.flatMap((f) => f.data.network.connect_ports ?? []);
-  const http = files.flatMap((f) => f.data.network.http_ports ?? []);
-  return {
-    version: hash.digest('hex').slice(0, 12),
-    files: files.map((f) => f.name),
-    defaultAction: defaults[0]?.data.default ?? 'deny',
-    allowRanges: files.flatMap((f) => f.data.network.allow_ranges),
-    connectPorts: new PortSet(files.some((f) => f.data.network.connect_ports) ? connect : [443]),
-    httpPorts: new PortSet(files.some((f) => f.data.network.http_ports) ? http : [80, 443]),
-  };
+  return out;
 }
 
-/** Reads, validates and compiles every *.yaml / *.yml file directly in `dir`; all-or-nothing. */
+/**
+ * Reads, validates and compiles every *.yaml / *.yml file directly in `dir`, plus the category
+ * lists the apps name (`dir/categories/<name>/domains`); all or nothing. The version is a hash
+ * of every file that went in, category lists included.
+ */
 export function loadPolicyDir(dir: string): CompiledPolicy {
   let names: string[];
   try {
@@ -53,11 +33,13 @@ export function loadPolicyDir(dir: string): CompiledPolicy {
     throw new FileValidationError([{ file: dir, line: 0, col: 0, field: '', message: 'no policy files (*.yaml) found' }]);
   }
   const problems: FileProblem[] = [];
-  const files: Array<{ name: string; text: string; data: PolicyFile }> = [];
+  const files: LoadedFile[] = [];
+  const hash = createHash('sha256');
   for (const name of names) {
     const path = join(dir, name);
     try {
       const text = readFileSync(path, 'utf8');
+      hash.update(name).update('\0').update(text).update('\0');
       files.push({ name: path, text, data: parseYamlFile(path, text, policyFileSchema) });
     } catch (err) {
       if (err instanceof FileValidationError) problems.push(...err.problems);
@@ -65,5 +47,17 @@ export function loadPolicyDir(dir: string): CompiledPolicy {
     }
   }
   if (problems.length > 0) throw new FileValidationError(problems);
-  return compilePolicy(files);
+  const readCategory = (category: string): string[] | undefined => {
+    try {
+      const text = readFileSync(join(dir, 'categories', category, 'domains'), 'utf8');
+      hash.update(`categories/${category}`).update('\0').update(text).update('\0');
+      return readDomainList(text);
+    } catch {
+      return undefined;
+    }
+  };
+  const result = compileFiles(files, '', readCategory);
+  if ('problems' in result) throw new FileValidationError(result.problems);
+  // The hash is finished only now, once every category list that was read is in it.
+  return { ...result.policy, version: hash.digest('hex').slice(0, 12) };
 }

@@ -11,13 +11,71 @@ export const portSpec = z.union([
     }, { message: 'port range must satisfy 1 <= low <= high <= 65535' }),
 ]);
 
+const name = z.string().regex(/^[a-z0-9][a-z0-9_.-]{0,63}$/, { message: 'names use a-z 0-9 _ . - (lower case, at most 64)' });
+const hostPattern = z.string().regex(/^(\*\.)?[A-Za-z0-9\u00a0-\uffff_.-]+\.?$/, {
+  message: 'expected a host name, or *.domain for its subdomains',
+});
+const urlPrefix = z.string().regex(/^(https?|wss?):\/\/[^\s/?#]+\/[^\s]*$/, {
+  message: 'expected a URL prefix with scheme, host and path, e.g. https://api.github.com/repos/acme/',
+});
+const method = z.string().regex(/^[A-Z]{1,20}$/, { message: 'expected an upper-case HTTP method' });
+const hhmm = z.string().regex(/^([01]\d|2[0-3]):[0-5]\d$/, { message: 'expected HH:MM (24 h)' });
+const day = z.enum(['mon', 'tue', 'wed', 'thu', 'fri', 'sat', 'sun']);
+
+/** A named destination set. A request is in the app when any one of the listed forms matches. */
+export const appSchema = z.strictObject({
+  description: z.string().optional(),
+  hosts: z.array(hostPattern).default([]).describe('Exact hosts, or *.domain (subdomains only, not the domain itself).'),
+  urls: z.array(urlPrefix).default([]).describe('URL prefixes (need TLS interception for https).'),
+  cidrs: z.array(cidr).default([]).describe('Destination networks (matched on the resolved address).'),
+  ports: z.array(portSpec).optional().describe('Restrict the app to these ports (default: any).'),
+  categories: z.array(name).default([]).describe('Category lists under policies/categories/<name>/domains.'),
+});
+
+/** A device trust level: every listed attribute must equal the device inventory's value. */
+export const trustSchema = z.record(z.string().regex(/^[a-z_][a-z0-9_]*$/), z.union([z.string(), z.number(), z.boolean()]));
+
+/** Conditions of a rule; all listed ones must hold, and within one list any entry may match. */
+export const whenSchema = z.strictObject({
+  users: z.array(z.string().min(1)).optional().describe('User names or emails, as the identity provider gives them.'),
+  groups: z.array(z.string().min(1)).optional().describe('Groups from IdP claims or from the groups section.'),
+  services: z.array(z.string().min(1)).optional().describe('Workload client ids.'),
+  anonymous: z.boolean().optional().describe('true: only requests with no identity; false: only identified ones.'),
+  devices: z.array(z.string().min(1)).optional().describe('Device trust levels (devices section), or "unknown".'),
+  apps: z.array(name).optional(),
+  methods: z.array(method).optional(),
+  paths: z.array(z.string().startsWith('/')).optional().describe('Path prefixes; a trailing * is allowed and ignored.'),
+  sources: z.array(cidr).optional().describe('Client address ranges.'),
+  time: z.strictObject({
+    days: z.array(day).optional(),
+    from: hhmm.optional(),
+    to: hhmm.optional().describe('May be earlier than from: the window then crosses midnight.'),
+    tz: z.string().default('UTC').describe('IANA time zone, e.g. Europe/Paris.'),
+  }).optional(),
+});
+
+/** One rule. Rules are evaluated in order (files by name, then position); the first enforcing match decides. */
+export const ruleSchema = z.strictObject({
+  id: name.describe('Stable id, shown in logs and on the block page.'),
+  description: z.string().optional(),
+  action: z.enum(['allow', 'deny']),
+  message: z.string().max(500).optional().describe('Shown on the block page for a deny.'),
+  mode: z.enum(['enforce', 'report']).default('enforce')
+    .describe('report: log what the rule would have done and keep evaluating (safe roll-out).'),
+  when: whenSchema.default({}),
+  inspect: z.boolean().optional().describe('TLS interception for the match (false = bypass).'),
+  dlp: z.array(name).optional().describe('DLP profiles to apply.'),
+  egress: z.string().min(1).optional().describe('Egress node or region for the session.'),
+  rate_limit: z.string().regex(/^\d+\/(s|sec|min|h|hour)$/, { message: 'expected N/s, N/min or N/h' }).optional(),
+});
+
 /** One policy file under policies/. Files are merged; see docs/policy.md. */
 export const policyFileSchema = z
   .strictObject({
     version: z.literal('v1').describe('Policy language version.'),
     description: z.string().optional(),
     default: z.enum(['allow', 'deny']).optional()
-      .describe('Action when nothing else decides. At most one file may set it; unset means deny.'),
+      .describe('Action when no rule decides. At most one file may set it; unset means deny.'),
     network: z
       .strictObject({
         allow_ranges: z.array(cidr).default([])
@@ -28,7 +86,14 @@ export const policyFileSchema = z
           .describe('Ports plain HTTP (absolute-form and WebSocket) requests may reach. Default: [80, 443].'),
       })
       .prefault({}),
+    apps: z.record(name, appSchema).default({}),
+    groups: z.record(z.string().min(1), z.array(z.string().min(1))).default({})
+      .describe('Static group membership (user -> groups is also taken from identity claims).'),
+    devices: z.record(name, trustSchema).default({}).describe('Device trust levels by attribute predicates.'),
+    rules: z.array(ruleSchema).default([]),
   })
   .describe('egress-proxy policy file');
 
 export type PolicyFile = z.output<typeof policyFileSchema>;
+export type RuleSpec = z.output<typeof ruleSchema>;
+export type AppSpec = z.output<typeof appSchema>;
