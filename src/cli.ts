@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 import { Command } from 'commander';
 import { registerDoctor } from './cli/doctor.js';
+import { registerPolicy } from './cli/policy.js';
 import { registerSchema } from './cli/schema.js';
 import { registerStart } from './cli/start.js';
 
@@ -13,5 +14,6 @@ const program = new Command()
 registerStart(program);
 registerDoctor(program);
 registerSchema(program);
+registerPolicy(program);
 
 await program.parseAsync(process.argv);

@@ -25,7 +25,8 @@ export function readDomainList(text: string): string[] {
 export function loadPolicyDir(dir: string): CompiledPolicy {
   let names: string[];
   try {
-    names = readdirSync(dir).filter((n) => /\.ya?ml$/.test(n)).sort();
+    // devices.yaml is the device inventory (attributes by device id), not a policy file.
+    names = readdirSync(dir).filter((n) => /\.ya?ml$/.test(n) && !/^devices\.ya?ml$/.test(n)).sort();
   } catch (err) {
     throw new FileValidationError([{ file: dir, line: 0, col: 0, field: '', message: `cannot read policy directory: ${(err as Error).message}` }]);
   }
