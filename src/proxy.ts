@@ -12,6 +12,7 @@ import { createAdminServer } from './listeners/admin.js';
 import { createExplicitServer } from './listeners/explicit.js';
 import { createLogger, type ProxyLogger } from './logging/logger.js';
 import { loadPolicyDir } from './policy/load.js';
+import { PolicyReloader } from './policy/reload.js';
 import type { ProxyRuntime } from './runtime.js';
 
 /** A started proxy: where it listens, and how to stop it. */
@@ -21,6 +22,8 @@ export interface RunningProxy {
   adminAddress: AddressInfo;
   /** Stops accepting, lets in-flight work finish up to the drain timeout, then closes everything. */
   drain(): Promise<void>;
+  /** Reloads the policy directory now (what SIGHUP does); true when a new policy is in force. */
+  reload(): boolean;
 }
 
 async function listen(server: Server, hostPort: string): Promise<AddressInfo> {
@@ -44,6 +47,7 @@ export async function startProxy(config: LoadedConfig, logger?: ProxyLogger): Pr
   const rt: ProxyRuntime = {
     config,
     current: { policy, guard: new AddressGuard([...config.allow_ranges, ...policy.allowRanges]) },
+    policyStatus: undefined,
     resolver: new Resolver({ servers: config.dns.servers, cacheTtlMs: config.dns.cache_ttl_ms, timeoutMs: config.dns.timeout_ms }),
     upstream,
     logger: lg,
@@ -55,6 +59,7 @@ export async function startProxy(config: LoadedConfig, logger?: ProxyLogger): Pr
     tunnels: new Set(),
     draining: false,
   };
+  const reloader = new PolicyReloader(rt);
   const proxyServer = createExplicitServer(rt);
   const adminServer = createAdminServer(rt);
   const proxyAddress = await listen(proxyServer, config.listen);
@@ -68,6 +73,7 @@ export async function startProxy(config: LoadedConfig, logger?: ProxyLogger): Pr
   rt.listenAddress = proxyAddress.family === 'IPv6' ? `[${proxyAddress.address}]:${proxyAddress.port}` : `${proxyAddress.address}:${proxyAddress.port}`;
   rt.self.add(proxyAddress.address, proxyAddress.port);
   rt.self.add(adminAddress.address, adminAddress.port);
+  if (config.watch_policies) reloader.watch();
   lg.log.info({ listen: proxyAddress, admin: adminAddress, policy_version: policy.version, policy_files: policy.files }, 'egress-proxy ready');
   lg.flush(); // whoever waits for "ready" should not wait for a full block
 
@@ -75,6 +81,7 @@ export async function startProxy(config: LoadedConfig, logger?: ProxyLogger): Pr
   const drain = (): Promise<void> =>
     (draining ??= (async () => {
       rt.draining = true;
+      reloader.close();
       lg.log.info({ active: rt.active, drain_timeout_ms: config.limits.drain_timeout_ms }, 'draining');
       proxyServer.close();
       proxyServer.closeIdleConnections();
@@ -92,5 +99,5 @@ export async function startProxy(config: LoadedConfig, logger?: ProxyLogger): Pr
       lg.log.info('stopped');
       lg.flush();
     })());
-  return { runtime: rt, proxyAddress, adminAddress, drain };
+  return { runtime: rt, proxyAddress, adminAddress, drain, reload: () => reloader.reload('SIGHUP') };
 }

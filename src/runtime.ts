@@ -5,6 +5,7 @@ import type { Resolver } from './egress/resolve.js';
 import type { SelfAddresses } from './egress/self.js';
 import type { ProxyLogger } from './logging/logger.js';
 import type { CompiledPolicy } from './policy/load.js';
+import type { PolicyStatus } from './policy/reload.js';
 
 /**
  * Everything a request needs, built once at start-up and shared by the listeners. The policy
@@ -13,6 +14,8 @@ import type { CompiledPolicy } from './policy/load.js';
 export interface ProxyRuntime {
   readonly config: LoadedConfig;
   current: { policy: CompiledPolicy; guard: AddressGuard };
+  /** The policy in force and the last reload problems, for /policy/status. */
+  policyStatus: PolicyStatus | undefined;
   readonly resolver: Resolver;
   readonly upstream: Agent;
   readonly logger: ProxyLogger;

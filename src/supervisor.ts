@@ -61,6 +61,10 @@ export function superviseWorkers(count: number, onFirstListening?: OnListening):
     process.stderr.write(`egress-proxy: ${signal} received, draining ${count} workers\n`);
     for (const w of Object.values(cluster.workers ?? {})) w?.process.kill('SIGTERM');
   };
+  // Each worker reloads its own policy; SIGHUP to the supervisor reaches them all.
+  process.on('SIGHUP', () => {
+    for (const w of Object.values(cluster.workers ?? {})) w?.process.kill('SIGHUP');
+  });
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));
   for (let i = 0; i < count; i++) fork();

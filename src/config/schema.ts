@@ -11,6 +11,8 @@ export const configSchema = z
     workers: z.union([z.number().int().min(1).max(256), z.literal('auto')]).default(1)
       .describe('Proxy processes sharing the listeners; "auto" = one per CPU core. Each is a whole proxy.'),
     policies: z.string().min(1).default('policies').describe('Directory of policy files (relative to this file).'),
+    watch_policies: z.boolean().default(true)
+      .describe('Reload policy when a file in the policy directory changes. SIGHUP always reloads.'),
     allow_ranges: z.array(cidr).default([])
       .describe('Internal CIDRs the proxy may reach although they are denied by default (as smokescreen allows).'),
     dns: z

@@ -23,6 +23,10 @@ export function createAdminServer(rt: ProxyRuntime): Server {
         return send(ready ? 200 : 503, 'application/json',
           JSON.stringify({ status: ready ? 'ready' : 'draining', policy_version: rt.current.policy.version, active: rt.active }) + '\n');
       }
+      case '/policy/status': {
+        const st = rt.policyStatus;
+        return send(200, 'application/json', JSON.stringify(st ?? {}, null, 2) + '\n');
+      }
       case '/proxy.pac':
       case '/wpad.dat':
         return send(200, 'application/x-ns-proxy-autoconfig', (pac ??= renderPac(rt.config, rt.listenAddress)));
