@@ -22,8 +22,8 @@ export interface RunningProxy {
   adminAddress: AddressInfo;
   /** Stops accepting, lets in-flight work finish up to the drain timeout, then closes everything. */
   drain(): Promise<void>;
-  /** Reloads the policy directory now (what SIGHUP does); true when a new policy is in force. */
-  reload(): boolean;
+  /** Reloads the policy directory now (what SIGHUP does); resolves true when a new policy is in force. */
+  reload(): Promise<boolean>;
 }
 
 async function listen(server: Server, hostPort: string): Promise<AddressInfo> {

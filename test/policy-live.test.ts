@@ -24,7 +24,7 @@ beforeAll(async () => {
   origin = await startOrigin();
   proxy = await startTestProxy({}, { default: 'deny', allow_ranges: ['127.0.0.2/32'] });
   writeFileSync(join(proxy.dir, 'policies', 'rules.yaml'), RULES('deny'));
-  expect(proxy.running.reload()).toBe(true);
+  expect(await proxy.running.reload()).toBe(true);
 });
 afterAll(async () => {
   await proxy.close();

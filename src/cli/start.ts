@@ -101,6 +101,6 @@ export function registerStart(program: Command): void {
       };
       process.on('SIGTERM', () => stop('SIGTERM'));
       process.on('SIGINT', () => stop('SIGINT'));
-      process.on('SIGHUP', () => proxy.reload());
+      process.on('SIGHUP', () => void proxy.reload());
     });
 }

@@ -56,9 +56,13 @@ export interface CompiledPolicy {
   readonly appExtra: readonly AppExtra[];
   readonly hosts: HostIndex;
   readonly rules: readonly CompiledRule[];
-  /** Rule indices by app id, and the rules that name no app (checked for every request). */
+  /** Apps with CIDR or URL-prefix forms: the only ones a decision scans (host forms are indexed). */
+  readonly appsWithExtra: readonly number[];
+  /** Rule indices by app id. */
   readonly rulesByApp: ReadonlyArray<readonly number[]>;
-  readonly rulesForAnyApp: readonly number[];
+  /** Rules that name no app, by principal ("u:alice", "g:eng", "s:ci"), and those that name no principal either. */
+  readonly anyAppByPrincipal: ReadonlyMap<string, readonly number[]>;
+  readonly anyAppUnscoped: readonly number[];
   readonly groupsOf: ReadonlyMap<string, readonly string[]>;
   readonly deviceLevels: ReadonlyArray<readonly [string, Readonly<Record<string, string | number | boolean>>]>;
 }
@@ -157,10 +161,24 @@ export function compileFiles(
   }
   if (problems.length > 0) return { problems };
   const rulesByApp: number[][] = Array.from({ length: appIds.size }, () => []);
-  const rulesForAnyApp: number[] = [];
+  const anyAppByPrincipal = new Map<string, number[]>();
+  const anyAppUnscoped: number[] = [];
+  const under = (key: string, i: number): void => {
+    const l = anyAppByPrincipal.get(key);
+    if (!l) anyAppByPrincipal.set(key, [i]);
+    else if (l[l.length - 1] !== i) l.push(i);
+  };
   for (const r of rules) {
-    if (r.apps) for (const a of r.apps) rulesByApp[a]!.push(r.index);
-    else rulesForAnyApp.push(r.index);
+    if (r.apps) {
+      for (const a of r.apps) rulesByApp[a]!.push(r.index);
+    } else if (r.users || r.groups || r.services) {
+      // Only a request from one of these principals can match: index the rule under each.
+      for (const u of r.users ?? []) under(`u:${u}`, r.index);
+      for (const g of r.groups ?? []) under(`g:${g}`, r.index);
+      for (const sv of r.services ?? []) under(`s:${sv}`, r.index);
+    } else {
+      anyAppUnscoped.push(r.index);
+    }
   }
   const connect = files.flatMap((f) => f.data.network.connect_ports ?? []);
   const http = files.flatMap((f) => f.data.network.http_ports ?? []);
@@ -174,10 +192,12 @@ export function compileFiles(
       httpPorts: new PortSet(files.some((f) => f.data.network.http_ports) ? http : [80, 443]),
       apps: [...appIds.keys()],
       appExtra,
+      appsWithExtra: appExtra.flatMap((x, i) => (x.cidrs || x.urls.length > 0 ? [i] : [])),
       hosts,
       rules,
       rulesByApp,
-      rulesForAnyApp,
+      anyAppByPrincipal,
+      anyAppUnscoped,
       groupsOf,
       deviceLevels: levels,
     },

@@ -47,6 +47,7 @@ export interface Decision {
 
 const NONE: Modifiers = Object.freeze({});
 const NO_REPORT: readonly ReportHit[] = Object.freeze([]);
+const NO_RULES: readonly number[] = Object.freeze([]);
 
 /** The device trust levels whose predicates all hold for `device`. */
 export function deviceLevels(policy: CompiledPolicy, device: PolicyQuery['device']): string[] {
@@ -72,7 +73,7 @@ interface Ctx {
 function context(policy: CompiledPolicy, q: PolicyQuery): Ctx {
   const apps = policy.hosts.lookup(q.host);
   const ipHost = isIP(q.host) !== 0;
-  for (let a = 0; a < policy.appExtra.length; a++) {
+  for (const a of policy.appsWithExtra) {
     const x = policy.appExtra[a]!;
     if (x.cidrs && ipHost && x.cidrs.check(q.host, isIP(q.host) === 4 ? 'ipv4' : 'ipv6') && !apps.includes(a)) apps.push(a);
     if (x.urls.length > 0 && q.path !== undefined && q.scheme) {
@@ -81,7 +82,13 @@ function context(policy: CompiledPolicy, q: PolicyQuery): Ctx {
     }
   }
   // An app restricted to some ports is not matched on others.
-  const matched = apps.filter((a) => policy.appExtra[a]!.ports?.has(q.port) ?? true);
+  let matched = apps;
+  for (const a of apps) {
+    if (policy.appExtra[a]!.ports && !policy.appExtra[a]!.ports!.has(q.port)) {
+      matched = apps.filter((x) => policy.appExtra[x]!.ports?.has(q.port) ?? true);
+      break;
+    }
+  }
   const id = q.identity;
   const groups = new Set<string>(id?.groups ?? []);
   for (const who of [id?.user, id?.email, id?.service]) {
@@ -104,7 +111,8 @@ function mismatch(policy: CompiledPolicy, r: CompiledRule, c: Ctx): string | und
   const who = r.users || r.groups || r.services;
   if (who) {
     const byUser = r.users && ((id?.user && r.users.has(id.user.toLowerCase())) || (id?.email && r.users.has(id.email.toLowerCase())));
-    const byGroup = r.groups && [...c.groups].some((g) => r.groups!.has(g));
+    let byGroup = false;
+    if (r.groups) for (const g of r.groups) if (c.groups.has(g)) { byGroup = true; break; }
     const byService = r.services && id?.service && r.services.has(id.service);
     if (!byUser && !byGroup && !byService) return `identity ${id?.user ?? id?.email ?? id?.service ?? 'anonymous'} is not among the rule's users/groups/services`;
   }
@@ -120,11 +128,27 @@ function mismatch(policy: CompiledPolicy, r: CompiledRule, c: Ctx): string | und
   return undefined;
 }
 
+/** The rules that could match: those of the matched apps, and app-less rules for these principals or for anyone. */
 function candidates(policy: CompiledPolicy, c: Ctx): readonly number[] {
-  if (c.apps.length === 0) return policy.rulesForAnyApp;
-  const merged = [...policy.rulesForAnyApp];
-  for (const a of c.apps) merged.push(...policy.rulesByApp[a]!);
-  return c.apps.length === 1 && policy.rulesForAnyApp.length === 0 ? merged : merged.sort((x, y) => x - y);
+  const lists: Array<readonly number[]> = [];
+  if (policy.anyAppUnscoped.length > 0) lists.push(policy.anyAppUnscoped);
+  for (const a of c.apps) lists.push(policy.rulesByApp[a]!);
+  if (policy.anyAppByPrincipal.size > 0) {
+    const id = c.q.identity;
+    const add = (key: string): void => {
+      const l = policy.anyAppByPrincipal.get(key);
+      if (l) lists.push(l);
+    };
+    if (id?.user) add(`u:${id.user.toLowerCase()}`);
+    if (id?.email) add(`u:${id.email.toLowerCase()}`);
+    if (id?.service) add(`s:${id.service}`);
+    for (const g of c.groups) add(`g:${g}`);
+  }
+  if (lists.length === 0) return NO_RULES;
+  if (lists.length === 1) return lists[0]!;
+  const merged: number[] = [];
+  for (const l of lists) for (const i of l) merged.push(i);
+  return merged.sort((x, y) => x - y);
 }
 
 /**

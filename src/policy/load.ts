@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
-import { readdirSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { Worker } from 'node:worker_threads';
 import { FileValidationError, parseYamlFile, type FileProblem } from '../config/validate.js';
 import { compileFiles, type CompiledPolicy, type LoadedFile } from './compile.js';
 import { policyFileSchema } from './schema.js';
@@ -18,14 +19,12 @@ export function readDomainList(text: string): string[] {
 }
 
 /**
- * Reads, validates and compiles every *.yaml / *.yml file directly in `dir`, plus the category
- * lists the apps name (`dir/categories/<name>/domains`); all or nothing. The version is a hash
- * of every file that went in, category lists included.
+ * Reads and validates every *.yaml / *.yml file directly in `dir` (not devices.yaml, the device
+ * inventory). Throws a FileValidationError listing every problem in every file.
  */
-export function loadPolicyDir(dir: string): CompiledPolicy {
+export function readPolicyFiles(dir: string): LoadedFile[] {
   let names: string[];
   try {
-    // devices.yaml is the device inventory (attributes by device id), not a policy file.
     names = readdirSync(dir).filter((n) => /\.ya?ml$/.test(n) && !/^devices\.ya?ml$/.test(n)).sort();
   } catch (err) {
     throw new FileValidationError([{ file: dir, line: 0, col: 0, field: '', message: `cannot read policy directory: ${(err as Error).message}` }]);
@@ -35,12 +34,10 @@ export function loadPolicyDir(dir: string): CompiledPolicy {
   }
   const problems: FileProblem[] = [];
   const files: LoadedFile[] = [];
-  const hash = createHash('sha256');
   for (const name of names) {
     const path = join(dir, name);
     try {
       const text = readFileSync(path, 'utf8');
-      hash.update(name).update('\0').update(text).update('\0');
       files.push({ name: path, text, data: parseYamlFile(path, text, policyFileSchema) });
     } catch (err) {
       if (err instanceof FileValidationError) problems.push(...err.problems);
@@ -48,6 +45,16 @@ export function loadPolicyDir(dir: string): CompiledPolicy {
     }
   }
   if (problems.length > 0) throw new FileValidationError(problems);
+  return files;
+}
+
+/**
+ * Compiles validated files with the category lists the apps name (`dir/categories/<name>/domains`).
+ * The version is a hash of every file that went in, category lists included.
+ */
+export function compilePolicyDir(dir: string, files: readonly LoadedFile[]): CompiledPolicy {
+  const hash = createHash('sha256');
+  for (const f of files) hash.update(f.name.slice(dir.length)).update('\0').update(f.text).update('\0');
   const readCategory = (category: string): string[] | undefined => {
     try {
       const text = readFileSync(join(dir, 'categories', category, 'domains'), 'utf8');
@@ -61,4 +68,28 @@ export function loadPolicyDir(dir: string): CompiledPolicy {
   if ('problems' in result) throw new FileValidationError(result.problems);
   // The hash is finished only now, once every category list that was read is in it.
   return { ...result.policy, version: hash.digest('hex').slice(0, 12) };
+}
+
+/** Reads, validates and compiles a policy directory, synchronously (start-up and the CLI). */
+export function loadPolicyDir(dir: string): CompiledPolicy {
+  return compilePolicyDir(dir, readPolicyFiles(dir));
+}
+
+/**
+ * The same, with reading and validation (YAML parsing is most of the cost of a large policy) in
+ * a worker thread, so a reload does not stall requests; only the compile runs here.
+ */
+export async function loadPolicyDirOffThread(dir: string): Promise<CompiledPolicy> {
+  const script = new URL('./read-worker.js', import.meta.url);
+  // Running from TypeScript sources (the test runner) there is no compiled worker: load here.
+  if (!existsSync(script)) return loadPolicyDir(dir);
+  const worker = new Worker(script, { workerData: { dir } });
+  const reply = await new Promise<{ files?: LoadedFile[]; problems?: FileProblem[]; error?: string }>((resolve, reject) => {
+    worker.once('message', resolve);
+    worker.once('error', reject);
+    worker.once('exit', (code) => reject(new Error(`policy reader exited with code ${code}`)));
+  }).finally(() => void worker.terminate());
+  if (reply.problems) throw new FileValidationError(reply.problems);
+  if (reply.error || !reply.files) throw new Error(reply.error ?? 'policy reader sent nothing');
+  return compilePolicyDir(dir, reply.files);
 }

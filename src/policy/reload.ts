@@ -2,7 +2,7 @@ import { watch, type FSWatcher } from 'node:fs';
 import { FileValidationError, formatProblem } from '../config/validate.js';
 import { AddressGuard } from '../egress/addresses.js';
 import type { ProxyRuntime } from '../runtime.js';
-import { loadPolicyDir } from './load.js';
+import { loadPolicyDirOffThread } from './load.js';
 
 /** What `/policy/status` shows: the policy in force and the last failed attempt, if any. */
 export interface PolicyStatus {
@@ -30,15 +30,34 @@ export class PolicyReloader {
     rt.policyStatus = { version: p.version, files: p.files, loaded_at: new Date().toISOString(), rules: p.rules.length, errors: [], last_attempt_at: undefined };
   }
 
-  /** Loads now; true when a new policy is in force. */
-  reload(trigger: 'file change' | 'SIGHUP' | 'request'): boolean {
+  private running: Promise<boolean> | undefined;
+  private again = false;
+
+  /** Loads now (reading off the main thread); resolves true when a new policy is in force. */
+  reload(trigger: 'file change' | 'SIGHUP'): Promise<boolean> {
+    // One load at a time; a change during a load triggers exactly one more.
+    if (this.running) {
+      this.again = true;
+      return this.running;
+    }
+    this.running = this.load(trigger).finally(() => {
+      this.running = undefined;
+      if (this.again) {
+        this.again = false;
+        void this.reload(trigger);
+      }
+    });
+    return this.running;
+  }
+
+  private async load(trigger: string): Promise<boolean> {
     const { rt } = this;
     const log = rt.logger.log;
     const started = performance.now();
     const status = rt.policyStatus!;
     status.last_attempt_at = new Date().toISOString();
     try {
-      const policy = loadPolicyDir(rt.config.policiesDir);
+      const policy = await loadPolicyDirOffThread(rt.config.policiesDir);
       const previous = rt.current.policy.version;
       rt.current = { policy, guard: new AddressGuard([...rt.config.allow_ranges, ...policy.allowRanges]) };
       rt.policyStatus = {
@@ -59,7 +78,7 @@ export class PolicyReloader {
     try {
       this.watcher = watch(this.rt.config.policiesDir, { recursive: true }, () => {
         clearTimeout(this.timer);
-        this.timer = setTimeout(() => this.reload('file change'), 200);
+        this.timer = setTimeout(() => void this.reload('file change'), 200);
       });
       this.watcher.on('error', (err) => this.rt.logger.log.warn({ err: err.message }, 'policy watcher failed; reload with SIGHUP'));
     } catch (err) {
