@@ -92,3 +92,17 @@ cases:
     expect(same.stdout).toMatch(/3 requests replayed .*, 0 would change/);
   });
 });
+
+describe('docs/policy.md', () => {
+  it('its examples (language, test cases, inventory) load and their test cases pass', async () => {
+    const { readFileSync } = await import('node:fs');
+    const blocks = readFileSync(join(import.meta.dirname, '..', 'docs', 'policy.md'), 'utf8').split('```yaml').slice(1).map((b) => b.split('```')[0]!);
+    const dir = policyDir({
+      'example.yaml': blocks[0]!, 'tests/example.yaml': blocks[1]!, 'devices.yaml': blocks[2]!,
+      'categories/gambling/domains': 'casino.example\n',
+    });
+    const r = await cli('test', dir);
+    expect(r.stdout).toMatch(/^2 passed, 0 failed$/m);
+    expect(r.code).toBe(0);
+  });
+});
