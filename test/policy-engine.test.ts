@@ -202,3 +202,53 @@ rules:
     expect(decide(p, base({ host: 'notcasino.example' })).rule).toBe('default');
   });
 });
+
+describe('device trust predicates', () => {
+  const p = compile(`version: v1
+default: deny
+devices:
+  compliant:
+    managed: true
+    os: { in: [macos, windows] }
+    os_version: { gte: "14.2" }
+    last_seen: { within: 7d }
+  any-managed: { managed: true }
+rules:
+  - id: compliant-only
+    action: allow
+    when: { devices: [compliant] }
+  - id: unknown-devices
+    action: deny
+    message: Use a company device.
+    when: { devices: [unknown] }
+  - id: office-v6
+    action: allow
+    when: { sources: [192.168.0.0/16] }
+`);
+  const at = new Date('2026-11-26T12:00:00Z');
+  const dev = (d: Record<string, string | number | boolean>) => decide(p, base({ host: 'x.example', identity: { user: 'alice' }, device: d, at })).rule;
+  const good = { managed: true, os: 'macos', os_version: '14.10', last_seen: '2026-11-25T08:00:00Z' };
+
+  it('compares versions by segment, checks sets and recency', () => {
+    expect(dev(good)).toBe('compliant-only');
+    expect(dev({ ...good, os_version: '14.1.9' })).toBe('default');
+    expect(dev({ ...good, os_version: '15' })).toBe('compliant-only');
+    expect(dev({ ...good, os: 'linux' })).toBe('default');
+    expect(dev({ ...good, last_seen: '2026-11-10T08:00:00Z' })).toBe('default');
+    expect(dev({ managed: true, os: 'macos', os_version: '15' })).toBe('default'); // last_seen unknown
+  });
+
+  it('treats a missing device certificate as "unknown"', () => {
+    expect(decide(p, base({ host: 'x.example', identity: { user: 'alice' }, at }))).toMatchObject({ rule: 'unknown-devices', message: 'Use a company device.' });
+  });
+
+  it('explains which attribute failed', () => {
+    const e = explain(p, base({ host: 'x.example', device: { ...good, os: 'linux' }, at }));
+    expect(e.deviceLevels).toEqual(['any-managed']);
+    expect(e.lines[0]!.why).toMatch(/device trust any-managed is not compliant/);
+  });
+
+  it('matches IPv4 sources written as IPv4-mapped IPv6', () => {
+    expect(decide(p, base({ host: 'x.example', source: '::ffff:192.168.1.5', device: good, at: new Date('2026-12-31T00:00:00Z') })).rule).toBe('office-v6');
+  });
+});

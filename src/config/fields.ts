@@ -26,6 +26,22 @@ export function parseCidr(value: string): { address: string; prefix: number; fam
   return { address, prefix, family: version === 4 ? 'ipv4' : 'ipv6' };
 }
 
+
+/** Turns ::ffff:a.b.c.d into a.b.c.d so one rule covers both spellings. */
+export function unmapV4(address: string): string {
+  if (address.length > 7 && address.charCodeAt(0) === 58 /* : */) {
+    const m = /^::ffff:(?:0:)?(\d+\.\d+\.\d+\.\d+)$/i.exec(address);
+    if (m) return m[1]!;
+    const hex = /^::ffff:([0-9a-f]{1,4}):([0-9a-f]{1,4})$/i.exec(address);
+    if (hex) {
+      const hi = parseInt(hex[1]!, 16);
+      const lo = parseInt(hex[2]!, 16);
+      return `${hi >> 8}.${hi & 255}.${lo >> 8}.${lo & 255}`;
+    }
+  }
+  return address;
+}
+
 export const hostPort = z
   .string()
   .refine((v) => parseHostPort(v) !== undefined, { message: 'expected HOST:PORT, e.g. 127.0.0.1:3128 or [::1]:3128' })

@@ -1,5 +1,7 @@
 import { BlockList, isIP } from 'node:net';
-import { parseCidr } from '../config/fields.js';
+import { parseCidr, unmapV4 } from '../config/fields.js';
+
+export { unmapV4 };
 
 /**
  * Ranges the proxy never dials unless an admin allows them: anything that is not the public
@@ -38,21 +40,6 @@ function addRange(list: BlockList, range: string): void {
   const c = parseCidr(range);
   if (!c) throw new Error(`invalid CIDR: ${range}`);
   list.addSubnet(c.address, c.prefix, c.family);
-}
-
-/** Turns ::ffff:a.b.c.d into a.b.c.d so one rule covers both spellings. */
-export function unmapV4(address: string): string {
-  if (address.length > 7 && address.charCodeAt(0) === 58 /* : */) {
-    const m = /^::ffff:(?:0:)?(\d+\.\d+\.\d+\.\d+)$/i.exec(address);
-    if (m) return m[1]!;
-    const hex = /^::ffff:([0-9a-f]{1,4}):([0-9a-f]{1,4})$/i.exec(address);
-    if (hex) {
-      const hi = parseInt(hex[1]!, 16);
-      const lo = parseInt(hex[2]!, 16);
-      return `${hi >> 8}.${hi & 255}.${lo >> 8}.${lo & 255}`;
-    }
-  }
-  return address;
 }
 
 /** The verdict on one resolved address. */

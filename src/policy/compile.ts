@@ -3,7 +3,7 @@ import { parseCidr } from '../config/fields.js';
 import type { FileProblem } from '../config/validate.js';
 import { canonicalHost, HostIndex } from './hosts.js';
 import { PortSet } from './ports.js';
-import type { PolicyFile, RuleSpec } from './schema.js';
+import type { PolicyFile, RuleSpec, TrustLevel } from './schema.js';
 import { TimeWindow, validTimeZone } from './time-window.js';
 
 /** What a matching rule adds besides allow/deny. */
@@ -64,7 +64,7 @@ export interface CompiledPolicy {
   readonly anyAppByPrincipal: ReadonlyMap<string, readonly number[]>;
   readonly anyAppUnscoped: readonly number[];
   readonly groupsOf: ReadonlyMap<string, readonly string[]>;
-  readonly deviceLevels: ReadonlyArray<readonly [string, Readonly<Record<string, string | number | boolean>>]>;
+  readonly deviceLevels: ReadonlyArray<readonly [string, TrustLevel]>;
 }
 
 /** One parsed policy file with its text (for error positions). */

@@ -1,5 +1,7 @@
 import { isIP } from 'node:net';
+import { unmapV4 } from '../config/fields.js';
 import type { ReasonId } from '../errors/reasons.js';
+import { checkPredicate } from './device-trust.js';
 import type { CompiledPolicy, CompiledRule, Modifiers } from './compile.js';
 
 /** Who is asking, as identity established it (empty for anonymous). */
@@ -50,12 +52,17 @@ const NO_REPORT: readonly ReportHit[] = Object.freeze([]);
 const NO_RULES: readonly number[] = Object.freeze([]);
 
 /** The device trust levels whose predicates all hold for `device`. */
-export function deviceLevels(policy: CompiledPolicy, device: PolicyQuery['device']): string[] {
+export function deviceLevels(policy: CompiledPolicy, device: PolicyQuery['device'], at: Date = new Date()): string[] {
   if (!device) return ['unknown'];
   const out: string[] = [];
-  for (const [name, pred] of policy.deviceLevels) {
+  for (const [name, level] of policy.deviceLevels) {
     let ok = true;
-    for (const k in pred) if (device[k] !== pred[k]) { ok = false; break; }
+    for (const k in level) {
+      if (checkPredicate(k, device[k], level[k]!, at) !== undefined) {
+        ok = false;
+        break;
+      }
+    }
     if (ok) out.push(name);
   }
   return out;
@@ -117,12 +124,13 @@ function mismatch(policy: CompiledPolicy, r: CompiledRule, c: Ctx): string | und
     if (!byUser && !byGroup && !byService) return `identity ${id?.user ?? id?.email ?? id?.service ?? 'anonymous'} is not among the rule's users/groups/services`;
   }
   if (r.devices) {
-    c.levels ??= deviceLevels(policy, q.device);
+    c.levels ??= deviceLevels(policy, q.device, c.at);
     if (!c.levels.some((l) => r.devices!.has(l))) return `device trust ${c.levels.join(',') || '(none)'} is not ${[...r.devices].join('/')}`;
   }
   if (r.sources) {
-    const fam = q.source ? isIP(q.source) : 0;
-    if (!q.source || fam === 0 || !r.sources.check(q.source, fam === 4 ? 'ipv4' : 'ipv6')) return `source ${q.source ?? '(unknown)'} is not in ${r.sourcesText}`;
+    const src = q.source ? unmapV4(q.source) : undefined;
+    const fam = src ? isIP(src) : 0;
+    if (!src || fam === 0 || !r.sources.check(src, fam === 4 ? 'ipv4' : 'ipv6')) return `source ${q.source ?? '(unknown)'} is not in ${r.sourcesText}`;
   }
   if (r.time) return r.time.check(c.at);
   return undefined;
@@ -207,5 +215,5 @@ export function explain(policy: CompiledPolicy, q: PolicyQuery): { lines: Explai
     const why = mismatch(policy, r, c);
     return { rule: r.id, file: r.file, action: r.action, mode: r.mode, matched: why === undefined, why: why ?? 'all conditions hold' };
   });
-  return { lines, decision: decide(policy, q), apps: c.apps.map((a) => policy.apps[a]!), deviceLevels: deviceLevels(policy, q.device) };
+  return { lines, decision: decide(policy, q), apps: c.apps.map((a) => policy.apps[a]!), deviceLevels: deviceLevels(policy, q.device, c.at) };
 }

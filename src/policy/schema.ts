@@ -32,8 +32,22 @@ export const appSchema = z.strictObject({
   categories: z.array(name).default([]).describe('Category lists under policies/categories/<name>/domains.'),
 });
 
-/** A device trust level: every listed attribute must equal the device inventory's value. */
-export const trustSchema = z.record(z.string().regex(/^[a-z_][a-z0-9_]*$/), z.union([z.string(), z.number(), z.boolean()]));
+const attrValue = z.union([z.string(), z.number(), z.boolean()]);
+
+/**
+ * A device trust level: every listed attribute must hold. A plain value must be equal; an object
+ * compares: `in` (one of), `gte` / `lte` (versions compared segment by segment, or numbers),
+ * `within` (a date no older than 30m / 12h / 7d, e.g. last_seen).
+ */
+export const trustSchema = z.record(z.string().regex(/^[a-z_][a-z0-9_]*$/), z.union([
+  attrValue,
+  z.strictObject({
+    in: z.array(attrValue).optional(),
+    gte: z.union([z.string(), z.number()]).optional(),
+    lte: z.union([z.string(), z.number()]).optional(),
+    within: z.string().regex(/^\d+[mhd]$/, { message: 'expected a duration such as 30m, 12h or 7d' }).optional(),
+  }),
+]));
 
 /** Conditions of a rule; all listed ones must hold, and within one list any entry may match. */
 export const whenSchema = z.strictObject({
@@ -97,3 +111,4 @@ export const policyFileSchema = z
 export type PolicyFile = z.output<typeof policyFileSchema>;
 export type RuleSpec = z.output<typeof ruleSchema>;
 export type AppSpec = z.output<typeof appSchema>;
+export type TrustLevel = z.output<typeof trustSchema>;
