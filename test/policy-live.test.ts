@@ -97,3 +97,23 @@ describe('SIGHUP', () => {
     }
   });
 });
+
+describe('apps defined by CIDRs', () => {
+  it('match a host name on the address it resolves to', async () => {
+    const { startDns } = await import('./helpers/dns-server.js');
+    const dns = await startDns({ 'cidr.test': ['127.0.0.2'], 'elsewhere.test': ['127.0.0.3'] });
+    const p = await startTestProxy({ dns: { servers: [dns.address] } }, { default: 'deny', allow_ranges: ['127.0.0.2/31'] });
+    try {
+      writeFileSync(join(p.dir, 'policies', 'rules.yaml'), 'version: v1\napps:\n  lab: { cidrs: [127.0.0.2/32] }\nrules:\n  - id: lab-net\n    action: allow\n    when: { apps: [lab] }\n');
+      expect(await p.running.reload()).toBe(true);
+      const ok = await run('curl', ['-sS', '-x', p.url, `http://cidr.test:${origin.port}/lab`], { env: cleanEnv() });
+      expect(JSON.parse(ok.stdout).url).toBe('/lab');
+      expect(await p.waitForAccess((l) => String(l.url).endsWith('/lab'))).toMatchObject({ rule: 'lab-net', resolved_ip: '127.0.0.2' });
+      const no = await run('curl', ['-sS', '-i', '-x', p.url, `http://elsewhere.test:${origin.port}/other`], { env: cleanEnv() });
+      expect(no.stdout).toMatch(/x-egress-reason: policy_denied/i);
+    } finally {
+      await p.close();
+      dns.close();
+    }
+  });
+});

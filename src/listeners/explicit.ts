@@ -1,5 +1,5 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import type { Socket } from 'node:net';
+import { isIP, type Socket } from 'node:net';
 import { chooseAddress } from '../egress/dial.js';
 import { HttpExchange } from '../egress/forward-http.js';
 import { viaContains } from '../egress/headers.js';
@@ -14,16 +14,33 @@ import type { ProxyRuntime } from '../runtime.js';
 import { answerConnectProbe, answerProbe, PROBE_HOST } from './probe.js';
 import { parseAbsoluteTarget, parseConnectTarget, type Target } from './target.js';
 
-/** Fills the record and asks policy; throws ProxyError on a deny so every path refuses the same way. */
-function admit(rt: ProxyRuntime, rec: AccessRecord, req: IncomingMessage, target: Target, kind: 'http' | 'connect' | 'websocket'): void {
+/**
+ * Fills the record, asks policy and picks the address to dial; throws ProxyError on a deny so
+ * every path refuses the same way. Policy is asked before DNS, unless an app is defined by
+ * CIDRs: then the name is resolved first so those apps match on the address that will be dialled.
+ */
+function admit(rt: ProxyRuntime, rec: AccessRecord, req: IncomingMessage, target: Target, kind: 'http' | 'connect' | 'websocket'): string | Promise<string> {
   rec.scheme = target.scheme;
   rec.host = target.host;
   rec.port = target.port;
   rec.url = kind === 'connect' ? undefined : loggedUrl(target.scheme, target.host, target.port, target.path, rt.config.log.redact_query);
   if (viaContains(req.headers.via, rt.viaToken)) throw new ProxyError('proxy_loop', 'own Via entry seen');
+  if (rt.current.policy.hasCidrApps && isIP(target.host) === 0) {
+    const ip = chooseAddress(rt, target);
+    const judged = (a: string): string => {
+      judge(rt, rec, req, target, kind, a);
+      return a;
+    };
+    return typeof ip === 'string' ? judged(ip) : ip.then(judged);
+  }
+  judge(rt, rec, req, target, kind, undefined);
+  return chooseAddress(rt, target);
+}
+
+function judge(rt: ProxyRuntime, rec: AccessRecord, req: IncomingMessage, target: Target, kind: 'http' | 'connect' | 'websocket', resolved: string | undefined): void {
   const d = decide(rt.current.policy, {
     kind, host: target.host, port: target.port, scheme: target.scheme, method: kind === 'connect' ? undefined : req.method,
-    path: kind === 'connect' ? undefined : target.path, source: req.socket.remoteAddress,
+    path: kind === 'connect' ? undefined : target.path, source: req.socket.remoteAddress, resolved,
   });
   rec.rule = d.rule;
   rec.policy_version = d.version;
@@ -43,8 +60,7 @@ function onRequest(rt: ProxyRuntime, req: IncomingMessage, res: ServerResponse, 
       answerProbe(rt, res, req.socket.remoteAddress);
       return;
     }
-    admit(rt, rec, req, target, 'http');
-    const ip = chooseAddress(rt, target);
+    const ip = admit(rt, rec, req, target, 'http');
     if (typeof ip === 'string') send(ex, res, target, ip, expectContinue);
     else ip.then((a) => send(ex, res, target, a, expectContinue)).catch((err: unknown) => ex.fail(err));
   } catch (err) {
@@ -92,8 +108,7 @@ function onConnect(rt: ProxyRuntime, req: IncomingMessage, socket: Socket, head:
       done();
       return;
     }
-    admit(rt, rec, req, target, 'connect');
-    const ip = await chooseAddress(rt, target);
+    const ip = await admit(rt, rec, req, target, 'connect');
     rec.resolved_ip = ip;
     rec.decision = 'allow';
     rec.reason = 'allowed';
@@ -108,8 +123,7 @@ function onUpgrade(rt: ProxyRuntime, req: IncomingMessage, socket: Socket, head:
     const url = req.url ?? '';
     if (url.charCodeAt(0) === 47 /* / */) throw new ProxyError('not_a_proxy_request', url);
     const target = parseAbsoluteTarget(url);
-    admit(rt, rec, req, target, 'websocket');
-    const ip = await chooseAddress(rt, target);
+    const ip = await admit(rt, rec, req, target, 'websocket');
     rec.resolved_ip = ip;
     forwardWebSocket(rt, rec, req, socket, head, target, ip, done);
   });

@@ -56,6 +56,8 @@ export interface CompiledPolicy {
   readonly appExtra: readonly AppExtra[];
   readonly hosts: HostIndex;
   readonly rules: readonly CompiledRule[];
+  /** True when some app is defined by CIDRs: the proxy then resolves names before asking policy. */
+  readonly hasCidrApps: boolean;
   /** Apps with CIDR or URL-prefix forms: the only ones a decision scans (host forms are indexed). */
   readonly appsWithExtra: readonly number[];
   /** Rule indices by app id. */
@@ -192,6 +194,7 @@ export function compileFiles(
       httpPorts: new PortSet(files.some((f) => f.data.network.http_ports) ? http : [80, 443]),
       apps: [...appIds.keys()],
       appExtra,
+      hasCidrApps: appExtra.some((x) => x.cidrs !== undefined),
       appsWithExtra: appExtra.flatMap((x, i) => (x.cidrs || x.urls.length > 0 ? [i] : [])),
       hosts,
       rules,

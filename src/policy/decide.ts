@@ -23,6 +23,8 @@ export interface PolicyQuery {
   path?: string | undefined;
   /** Client address. */
   source?: string | undefined;
+  /** The address the host resolved to, when known (for apps defined by CIDRs). */
+  resolved?: string | undefined;
   identity?: QueryIdentity | undefined;
   /** Device attributes from the inventory; undefined = no device certificate ("unknown"). */
   device?: Readonly<Record<string, string | number | boolean>> | undefined;
@@ -79,10 +81,11 @@ interface Ctx {
 
 function context(policy: CompiledPolicy, q: PolicyQuery): Ctx {
   const apps = policy.hosts.lookup(q.host);
-  const ipHost = isIP(q.host) !== 0;
+  const addr = q.resolved ? unmapV4(q.resolved) : isIP(q.host) !== 0 ? unmapV4(q.host) : undefined;
+  const family = addr ? (isIP(addr) === 4 ? 'ipv4' : 'ipv6') : undefined;
   for (const a of policy.appsWithExtra) {
     const x = policy.appExtra[a]!;
-    if (x.cidrs && ipHost && x.cidrs.check(q.host, isIP(q.host) === 4 ? 'ipv4' : 'ipv6') && !apps.includes(a)) apps.push(a);
+    if (x.cidrs && addr && x.cidrs.check(addr, family) && !apps.includes(a)) apps.push(a);
     if (x.urls.length > 0 && q.path !== undefined && q.scheme) {
       const url = `${q.scheme}://${q.host}${q.port === (q.scheme === 'https' || q.scheme === 'wss' ? 443 : 80) ? '' : `:${q.port}`}${q.path}`;
       if (x.urls.some((u) => url.startsWith(u)) && !apps.includes(a)) apps.push(a);

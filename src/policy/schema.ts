@@ -27,7 +27,7 @@ export const appSchema = z.strictObject({
   description: z.string().optional(),
   hosts: z.array(hostPattern).default([]).describe('Exact hosts, or *.domain (subdomains only, not the domain itself).'),
   urls: z.array(urlPrefix).default([]).describe('URL prefixes (need TLS interception for https).'),
-  cidrs: z.array(cidr).default([]).describe('Destination networks (matched on the resolved address).'),
+  cidrs: z.array(cidr).default([]).describe('Destination networks, matched on the address the host resolves to.'),
   ports: z.array(portSpec).optional().describe('Restrict the app to these ports (default: any).'),
   categories: z.array(name).default([]).describe('Category lists under policies/categories/<name>/domains.'),
 });
