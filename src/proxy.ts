@@ -2,7 +2,11 @@ import cluster from 'node:cluster';
 import { once } from 'node:events';
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { readFileSync } from 'node:fs';
+import { rootCertificates } from 'node:tls';
 import { Agent } from 'undici';
+import { ensureCa, loadCa } from './inspection/ca.js';
+import { LeafMinter } from './inspection/mint.js';
 import { parseHostPort } from './config/fields.js';
 import type { LoadedConfig } from './config/load.js';
 import { AddressGuard } from './egress/addresses.js';
@@ -34,11 +38,13 @@ async function listen(server: Server, hostPort: string): Promise<AddressInfo> {
 }
 
 /** Loads policy, builds the runtime and starts both listeners. Throws if policy is invalid. */
-export async function startProxy(config: LoadedConfig, logger?: ProxyLogger): Promise<RunningProxy> {
+export async function startProxy(config: LoadedConfig, logger?: ProxyLogger, options: { dev?: boolean } = {}): Promise<RunningProxy> {
   const policy = loadPolicyDir(config.policiesDir);
   const lg = logger ?? createLogger({ level: config.log.level, nodeId: config.node_id, worker: cluster.isWorker ? cluster.worker?.id : undefined });
+  // Destinations are verified against the system store, plus the admin's extra bundle if any.
+  const ca = config.upstreamCaFile ? [...rootCertificates, readFileSync(config.upstreamCaFile, 'utf8')] : undefined;
   const upstream = new Agent({
-    connect: { timeout: config.limits.upstream_connect_timeout_ms, rejectUnauthorized: true, minVersion: 'TLSv1.2' },
+    connect: { timeout: config.limits.upstream_connect_timeout_ms, rejectUnauthorized: true, minVersion: 'TLSv1.2', ...(ca ? { ca } : {}) },
     headersTimeout: config.limits.upstream_headers_timeout_ms,
     bodyTimeout: config.limits.idle_timeout_ms,
     keepAliveTimeout: 4_000,
@@ -57,8 +63,20 @@ export async function startProxy(config: LoadedConfig, logger?: ProxyLogger): Pr
     listenAddress: config.listen,
     active: 0,
     tunnels: new Set(),
+    inspection: undefined,
     draining: false,
   };
+  if (config.inspection.enabled) {
+    const { ca: authority, created } = options.dev ? ensureCa(config.caDir) : { ca: loadCa(config.caDir), created: false };
+    if (created) lg.log.info({ ca: authority.certFile }, 'created a new interception CA; trust its certificate on clients (egress-proxy ca export)');
+    rt.inspection = {
+      ca: authority,
+      minter: new LeafMinter(authority, { validityHours: config.inspection.leaf_validity_hours, cacheSize: config.inspection.leaf_cache_size }),
+      server: createExplicitServer(rt),
+      refusals: new Map(),
+      autoBypass: new Set(),
+    };
+  }
   const reloader = new PolicyReloader(rt);
   const proxyServer = createExplicitServer(rt);
   const adminServer = createAdminServer(rt);

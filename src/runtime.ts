@@ -20,6 +20,15 @@ export interface ProxyRuntime {
   readonly upstream: Agent;
   readonly logger: ProxyLogger;
   readonly self: SelfAddresses;
+  /** TLS interception, when a CA is configured: leaf minting, the inner server for decrypted requests, pinning state. */
+  inspection: {
+    minter: import('./inspection/mint.js').LeafMinter;
+    ca: import('./inspection/ca.js').CertAuthority;
+    server: import('node:http').Server;
+    /** Client handshake refusals by host (certificate pinning shows up here). */
+    refusals: Map<string, number>;
+    autoBypass: Set<string>;
+  } | undefined;
   /** Our Via entry, e.g. "1.1 egress-1 (egress-proxy)". */
   readonly via: string;
   /** The part of `via` that identifies this node, used to detect loops. */

@@ -41,17 +41,17 @@ describe('upstream TLS for absolute-form https:// requests', () => {
     expect(res).toContain('"url":"/ok"');
   });
 
-  it('refuses an origin whose certificate is from an unknown CA (502 upstream_tls_error)', async () => {
+  it('refuses an origin whose certificate is from an unknown CA (502 upstream_cert_untrusted)', async () => {
     const res = await get(`${untrusted.url}/x`);
     expect(res).toMatch(/^HTTP\/1\.1 502/);
-    expect(res).toMatch(/x-egress-reason: upstream_tls_error/i);
+    expect(res).toMatch(/x-egress-reason: upstream_cert_untrusted/i);
     expect(untrusted.seen).toHaveLength(0);
   });
 
   it('refuses an origin whose certificate names another host', async () => {
     const res = await get(`${wrongName.url}/x`);
     expect(res).toMatch(/^HTTP\/1\.1 502/);
-    expect(res).toMatch(/x-egress-reason: upstream_tls_error/i);
+    expect(res).toMatch(/x-egress-reason: upstream_cert_name_mismatch/i);
     expect(wrongName.seen).toHaveLength(0);
   });
 });

@@ -80,7 +80,7 @@ export function registerStart(program: Command): void {
       }
       let proxy;
       try {
-        proxy = await startProxy(config);
+        proxy = await startProxy(config, undefined, { dev: opts.dev === true });
       } catch (err) {
         if (err instanceof FileValidationError) {
           process.stderr.write(`egress-proxy: invalid policy in ${config.policiesDir}\n${err.message}\n`);

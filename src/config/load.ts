@@ -30,7 +30,9 @@ export const ENV = {
 } as const;
 
 /** Config after loading: policy directory made absolute, node id filled in, frozen. */
-export type LoadedConfig = Readonly<Omit<ProxyConfig, 'workers'> & { node_id: string; workers: number; policiesDir: string; configFile: string | undefined }>;
+export type LoadedConfig = Readonly<Omit<ProxyConfig, 'workers'> & {
+  node_id: string; workers: number; policiesDir: string; configFile: string | undefined; caDir: string; upstreamCaFile: string | undefined;
+}>;
 
 function deepFreeze<T>(value: T): T {
   if (value && typeof value === 'object') {
@@ -109,6 +111,8 @@ export function loadConfig(opts: StartOverrides = {}, env: NodeJS.ProcessEnv = p
     workers: parsed.workers === 'auto' ? availableParallelism() : parsed.workers,
     node_id: parsed.node_id ?? (hostname().replace(/[^A-Za-z0-9._-]/g, '-').slice(0, 64) || 'egress'),
     policiesDir: policiesDir ? resolve(policiesDir) : resolve(baseDir, parsed.policies),
+    caDir: resolve(baseDir, parsed.inspection.ca_dir),
+    upstreamCaFile: parsed.inspection.upstream_ca_file ? resolve(baseDir, parsed.inspection.upstream_ca_file) : undefined,
     configFile,
   });
 }

@@ -54,6 +54,20 @@ export const configSchema = z
           .describe('Let browsers go DIRECT when the proxy is down. Off: traffic fails closed.'),
       })
       .prefault({}),
+    inspection: z
+      .strictObject({
+        enabled: z.boolean().default(true)
+          .describe('TLS interception is available; policy rules decide per request (inspect: true / false).'),
+        ca_dir: z.string().min(1).default('certs')
+          .describe('Directory of the interception CA (ca.pem, ca-key.pem), relative to this file. Dev mode creates one.'),
+        leaf_validity_hours: z.number().int().min(1).max(24 * 30).default(72).describe('Lifetime of minted certificates.'),
+        leaf_cache_size: z.number().int().min(1).max(1_000_000).default(10_000),
+        upstream_ca_file: z.string().min(1).optional()
+          .describe('Extra CA bundle (PEM) trusted for destinations, besides the system store.'),
+        auto_bypass_after: z.number().int().min(0).max(1000).default(0)
+          .describe('Stop intercepting a host after this many clients refused our certificate (pinning); 0 = never.'),
+      })
+      .prefault({}),
     log: z
       .strictObject({
         level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace']).default('info'),

@@ -12,7 +12,9 @@ const ESTABLISHED = Buffer.from('HTTP/1.1 200 Connection established\r\n\r\n');
  * through (one side's FIN ends only that direction); an error or idle timeout on either side
  * ends both. The access-log line is written once both sockets have closed.
  */
-export function openTunnel(rt: ProxyRuntime, record: AccessRecord, client: Socket, head: Buffer, ip: string, port: number, done: () => void): void {
+export function openTunnel(
+  rt: ProxyRuntime, record: AccessRecord, client: Socket, head: Buffer, ip: string, port: number, done: () => void, answer = true,
+): void {
   const { limits } = rt.config;
   const relay = new DownstreamRelay(client);
   const up = connect({ host: ip, port, allowHalfOpen: true, noDelay: true, onread: relay.onread() });
@@ -46,7 +48,8 @@ export function openTunnel(rt: ProxyRuntime, record: AccessRecord, client: Socke
     client.setTimeout(limits.idle_timeout_ms);
     client.once('timeout', () => { client.destroy(); up.destroy(); });
     record.status = 200;
-    client.write(ESTABLISHED);
+    // Already answered when the tunnel was opened to read the ClientHello first (inspection).
+    if (answer) client.write(ESTABLISHED);
     if (head.length > 0) up.write(head);
     client.pipe(up);
     up.on('end', () => client.end());

@@ -59,14 +59,24 @@ export function upstreamReason(err: unknown): ReasonId {
     case 'UND_ERR_ABORTED':
     case 'UND_ERR_REQ_CONTENT_LENGTH_MISMATCH':
       return 'client_aborted';
-    case 'UND_ERR_SOCKET_TLS':
     case 'CERT_HAS_EXPIRED':
+    case 'CERT_NOT_YET_VALID':
+      return 'upstream_cert_expired';
     case 'DEPTH_ZERO_SELF_SIGNED_CERT':
     case 'SELF_SIGNED_CERT_IN_CHAIN':
     case 'UNABLE_TO_VERIFY_LEAF_SIGNATURE':
+    case 'UNABLE_TO_GET_ISSUER_CERT':
     case 'UNABLE_TO_GET_ISSUER_CERT_LOCALLY':
+      return 'upstream_cert_untrusted';
     case 'ERR_TLS_CERT_ALTNAME_INVALID':
+    case 'HOSTNAME_MISMATCH':
+      return 'upstream_cert_name_mismatch';
+    case 'CERT_REVOKED':
+      return 'upstream_cert_revoked';
+    case 'UND_ERR_SOCKET_TLS':
     case 'ERR_SSL_WRONG_VERSION_NUMBER':
+    case 'ERR_SSL_UNSUPPORTED_PROTOCOL':
+    case 'EPROTO':
       return 'upstream_tls_error';
     default:
       return 'internal_error';

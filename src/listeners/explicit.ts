@@ -4,6 +4,7 @@ import { chooseAddress } from '../egress/dial.js';
 import { HttpExchange } from '../egress/forward-http.js';
 import { viaContains } from '../egress/headers.js';
 import { openTunnel } from '../egress/tunnel.js';
+import { interceptTunnel, kIntercepted, type InterceptedTunnel } from '../inspection/intercept.js';
 import { forwardWebSocket } from '../egress/websocket.js';
 import { errorCode, ProxyError } from '../errors/proxy-error.js';
 import { statusOf, type ReasonId } from '../errors/reasons.js';
@@ -40,19 +41,37 @@ function admit(rt: ProxyRuntime, rec: AccessRecord, req: IncomingMessage, target
 function judge(rt: ProxyRuntime, rec: AccessRecord, req: IncomingMessage, target: Target, kind: 'http' | 'connect' | 'websocket', resolved: string | undefined): void {
   const d = decide(rt.current.policy, {
     kind, host: target.host, port: target.port, scheme: target.scheme, method: kind === 'connect' ? undefined : req.method,
-    path: kind === 'connect' ? undefined : target.path, source: req.socket.remoteAddress, resolved,
+    path: kind === 'connect' ? undefined : target.path, source: rec.client_ip, resolved,
   });
   rec.rule = d.rule;
   rec.policy_version = d.version;
+  rec.inspectWanted = d.modifiers.inspect === true;
   if (d.report.length > 0) rec.report = d.report.map((h) => `${h.rule}:${h.action}`).join(',');
   if (d.action === 'deny') throw new ProxyError(d.reason, d.rule, { rule: d.rule, publicMessage: d.message });
+}
+
+/**
+ * The absolute URL a request is for. On the explicit port that is the request line itself; inside
+ * an intercepted tunnel the request line is origin-form and the host is the tunnel's TLS server
+ * name (a different Host header is refused: no domain fronting past policy).
+ */
+function requestUrl(req: IncomingMessage, rec: AccessRecord): string {
+  const t = (req.socket as Socket & { [kIntercepted]?: InterceptedTunnel })[kIntercepted];
+  if (!t) return req.url ?? '';
+  rec.inspected = true;
+  rec.client_ip = t.clientIp;
+  const host = t.host.includes(':') ? `[${t.host}]` : t.host;
+  const authority = t.port === 443 ? host : `${host}:${t.port}`;
+  const given = req.headers.host?.toLowerCase();
+  if (given && given !== authority && given !== `${host}:${t.port}`) throw new ProxyError('host_mismatch', `${given} in a tunnel to ${authority}`);
+  return `${req.headers.upgrade ? 'wss' : 'https'}://${authority}${req.url ?? '/'}`;
 }
 
 function onRequest(rt: ProxyRuntime, req: IncomingMessage, res: ServerResponse, expectContinue: boolean): void {
   const ex = new HttpExchange(rt, req, res);
   const rec = ex.record;
   try {
-    const url = req.url ?? '';
+    const url = requestUrl(req, rec);
     if (url.charCodeAt(0) === 47 /* / */) throw new ProxyError('not_a_proxy_request', url);
     const target = parseAbsoluteTarget(url);
     if (target.host === PROBE_HOST) {
@@ -112,7 +131,8 @@ function onConnect(rt: ProxyRuntime, req: IncomingMessage, socket: Socket, head:
     rec.resolved_ip = ip;
     rec.decision = 'allow';
     rec.reason = 'allowed';
-    openTunnel(rt, rec, socket, head, ip, target.port, done);
+    if (rec.inspectWanted && rt.inspection) interceptTunnel(rt, rec, socket, head, target, ip, done);
+    else openTunnel(rt, rec, socket, head, ip, target.port, done);
   });
 }
 
@@ -120,7 +140,7 @@ function onUpgrade(rt: ProxyRuntime, req: IncomingMessage, socket: Socket, head:
   return onSocketExchange(rt, 'websocket', req, socket, async (rec, done) => {
     if (String(req.headers.upgrade).toLowerCase() !== 'websocket') throw new ProxyError('upgrade_not_supported', String(req.headers.upgrade));
     if (req.method !== 'GET') throw new ProxyError('bad_request', 'WebSocket handshake must be GET');
-    const url = req.url ?? '';
+    const url = requestUrl(req, rec);
     if (url.charCodeAt(0) === 47 /* / */) throw new ProxyError('not_a_proxy_request', url);
     const target = parseAbsoluteTarget(url);
     const ip = await admit(rt, rec, req, target, 'websocket');
@@ -165,7 +185,10 @@ function onClientError(rt: ProxyRuntime, err: Error, socket: Socket): void {
   rejectSocket(socket, reason);
 }
 
-/** Creates the explicit forward-proxy listener (absolute-form HTTP, CONNECT, WebSocket). */
+/**
+ * Creates the explicit forward-proxy listener (absolute-form HTTP, CONNECT, WebSocket). The same
+ * kind of server, never listening, receives the decrypted connections of intercepted tunnels.
+ */
 export function createExplicitServer(rt: ProxyRuntime): Server {
   const { limits } = rt.config;
   const server = createServer({

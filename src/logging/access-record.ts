@@ -39,6 +39,10 @@ export class AccessRecord {
   /** Report-mode rules that matched, as rule:action pairs (what they would have done). */
   report: string | undefined;
   user_agent: string | undefined;
+  /** Policy asked for TLS interception of this tunnel (not logged: `inspected` says what happened). */
+  inspectWanted = false;
+  /** True when the proxy saw inside TLS (an intercepted request, or the tunnel that carried them). */
+  inspected = false;
   private written = false;
 
   constructor(kind: ExchangeKind, clientIp: string | undefined, clientPort: number | undefined) {
@@ -72,7 +76,7 @@ export class AccessRecord {
       `${str('method', this.method)}${str('scheme', this.scheme)}${str('host', clip(this.host, 256))}${num('port', this.port)}` +
       `${str('url', clip(this.url, 1536))}${str('resolved_ip', this.resolved_ip)},"status":${this.status},"bytes_in":${this.bytes_in}` +
       `,"bytes_out":${this.bytes_out},"duration_ms":${ms},"decision":"${this.decision}","reason":"${this.reason}"` +
-      `${str('rule', this.rule)}${str('policy_version', this.policy_version)}${str('report', this.report)}${str('user_agent', clip(this.user_agent, 256))}}\n`;
+      `${str('rule', this.rule)}${str('policy_version', this.policy_version)}${str('report', this.report)},"inspected":${this.inspected}${str('user_agent', clip(this.user_agent, 256))}}\n`;
   }
 
   /** Writes the line, once; later calls are ignored so every exit path may call it. */

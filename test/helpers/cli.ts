@@ -29,7 +29,7 @@ export function writeSetup(config: Record<string, unknown> = {}, policy: Record<
     ...policy,
   }));
   const file = join(dir, 'config.yaml');
-  writeFileSync(file, stringify({ listen: '127.0.0.1:0', admin: '127.0.0.1:0', node_id: 'cli-node', ...config }));
+  writeFileSync(file, stringify({ listen: '127.0.0.1:0', admin: '127.0.0.1:0', node_id: 'cli-node', inspection: { enabled: false }, ...config }));
   return file;
 }
 

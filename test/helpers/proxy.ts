@@ -54,7 +54,7 @@ export async function startTestProxy(config: Record<string, unknown> = {}, polic
     }),
   );
   const configFile = join(dir, 'config.yaml');
-  writeFileSync(configFile, stringify({ listen: '127.0.0.1:0', admin: '127.0.0.1:0', node_id: 'test-node', policies: 'policies', ...config }));
+  writeFileSync(configFile, stringify({ listen: '127.0.0.1:0', admin: '127.0.0.1:0', node_id: 'test-node', policies: 'policies', inspection: { enabled: false }, ...config }));
   const loaded = loadConfig({ config: configFile }, {});
   const logFile = join(dir, 'proxy.log');
   const logger = createLogger({ level: 'info', nodeId: loaded.node_id, destination: logFile });
