@@ -75,10 +75,17 @@ export function interceptTunnel(rt: ProxyRuntime, rec: AccessRecord, client: Soc
   if (buf.length > 0) examine();
 }
 
+/** Did the client hang up on our certificate (an alert about it, or a reset right after it)? */
+function refusedCertificate(err: Error & { code?: string }): boolean {
+  return err.code === 'ECONNRESET' || /alert (bad certificate|unknown ca|certificate unknown|certificate unsupported|certificate required|decrypt error)/i.test(err.message);
+}
+
 function terminate(rt: ProxyRuntime, rec: AccessRecord, client: Socket, hello: Buffer, tunnel: InterceptedTunnel, done: () => void): void {
   const inspection = rt.inspection!;
+  // Paused, so the replayed bytes stay buffered (a flowing socket would emit them to no one);
+  // TLSSocket reads them first, then takes over the handle. Resuming the plain socket would stall it.
   client.pause();
-  client.unshift(hello); // TLSSocket replays what the plain socket already buffered
+  client.unshift(hello);
   const leaf = inspection.minter.get(tunnel.host);
   const tls = new TLSSocket(client, {
     isServer: true,
@@ -93,7 +100,11 @@ function terminate(rt: ProxyRuntime, rec: AccessRecord, client: Socket, hello: B
     inspection.server.emit('connection', tls);
   });
   tls.on('error', (err: Error) => {
-    if (!secure) {
+    if (!secure && !refusedCertificate(err)) {
+      // Version or cipher mismatch, plain HTTP to a TLS port...: not about our certificate.
+      rec.reason = 'bad_request';
+      rec.decision = 'deny';
+    } else if (!secure) {
       // The client hung up on our certificate: pinning, or a client that does not trust the CA.
       const n = (inspection.refusals.get(tunnel.host) ?? 0) + 1;
       inspection.refusals.set(tunnel.host, n);
@@ -113,5 +124,4 @@ function terminate(rt: ProxyRuntime, rec: AccessRecord, client: Socket, hello: B
     rec.bytes_out = client.bytesWritten;
     done();
   });
-  client.resume();
 }

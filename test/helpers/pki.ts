@@ -13,12 +13,13 @@ function keyPair(): forge.pki.rsa.KeyPair {
 }
 
 /** A certificate valid from a minute ago for a day, for `keys`, not yet signed. */
-function draft(keys: forge.pki.rsa.KeyPair, commonName: string): forge.pki.Certificate {
+function draft(keys: forge.pki.rsa.KeyPair, commonName: string, validDays = 1): forge.pki.Certificate {
   const cert = forge.pki.createCertificate();
   cert.publicKey = keys.publicKey;
   cert.serialNumber = nextSerial();
-  cert.validity.notBefore = new Date(Date.now() - 60_000);
-  cert.validity.notAfter = new Date(Date.now() + 86_400_000);
+  // A negative validDays makes a certificate that expired that many days ago.
+  cert.validity.notBefore = new Date(Date.now() - (validDays < 0 ? -validDays * 2 : 0) * 86_400_000 - 60_000);
+  cert.validity.notAfter = new Date(Date.now() + validDays * 86_400_000);
   cert.setSubject([{ name: 'commonName', value: commonName }]);
   return cert;
 }
@@ -42,9 +43,9 @@ export function makeCa(name = 'egress-proxy test CA'): Pem & { forgeCert: forge.
 }
 
 /** A server certificate for the given DNS names and IPs, signed by `ca`. */
-export function makeLeaf(ca: ReturnType<typeof makeCa>, names: string[], ips: string[] = []): Pem {
+export function makeLeaf(ca: ReturnType<typeof makeCa>, names: string[], ips: string[] = [], validDays = 1): Pem {
   const keys = keyPair();
-  const cert = draft(keys, names[0] ?? ips[0] ?? 'leaf');
+  const cert = draft(keys, names[0] ?? ips[0] ?? 'leaf', validDays);
   cert.setIssuer(ca.forgeCert.subject.attributes);
   cert.setExtensions([
     { name: 'basicConstraints', cA: false },
