@@ -1,5 +1,6 @@
 #!/usr/bin/env node
 import { Command } from 'commander';
+import { registerCa } from './cli/ca.js';
 import { registerDoctor } from './cli/doctor.js';
 import { registerPolicy } from './cli/policy.js';
 import { registerSchema } from './cli/schema.js';
@@ -15,5 +16,6 @@ registerStart(program);
 registerDoctor(program);
 registerSchema(program);
 registerPolicy(program);
+registerCa(program);
 
 await program.parseAsync(process.argv);

@@ -1,4 +1,4 @@
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
@@ -40,7 +40,7 @@ afterAll(() => origin.close());
 
 describe('egress-proxy CLI', () => {
   it('has --help on the program and each subcommand', async () => {
-    for (const args of [['--help'], ['start', '--help'], ['doctor', '--help']]) {
+    for (const args of [['--help'], ['start', '--help'], ['doctor', '--help'], ['policy', '--help'], ['policy', 'explain', '--help'], ['ca', 'init', '--help'], ['schema', '--help']]) {
       const r = await run(process.execPath, [CLI, ...args]);
       expect(r.code, args.join(' ')).toBe(0);
       expect(r.stdout).toMatch(/Usage: egress-proxy/);
@@ -65,11 +65,15 @@ describe('egress-proxy CLI', () => {
     expect(r.stderr).toMatch(/p\.yaml:\d+:\d+ default: /);
   });
 
-  it('dev mode prints how to try it and serves health on the admin listener', async () => {
-    const p = await startCli(['--dev'], { EGRESS_LISTEN: '127.0.0.1:0', EGRESS_ADMIN: '127.0.0.1:0', EGRESS_CONFIG: '' });
+  it('dev mode creates the CA, prints how to try it and serves health on the admin listener', async () => {
+    const cwd = mkdtempSync(join(tmpdir(), 'egress-dev-'));
+    const p = await startCli(['--dev', '--policies', join(import.meta.dirname, '..', 'policies')],
+      { EGRESS_LISTEN: '127.0.0.1:0', EGRESS_ADMIN: '127.0.0.1:0', EGRESS_CONFIG: '' }, cwd);
     try {
       await new Promise((r) => setTimeout(r, 100));
-      expect(p.stderr()).toContain(`curl -x http://127.0.0.1:${p.port} https://example.com`);
+      expect(p.stderr()).toContain(`curl --cacert ${join(cwd, 'certs', 'ca.pem')} -x http://127.0.0.1:${p.port} https://example.com`);
+      expect(statSync(join(cwd, 'certs', 'ca-key.pem')).mode & 0o777).toBe(0o600);
+      expect(p.stdout()).toContain('created a new interception CA');
       expect(p.stderr()).toContain(`export HTTPS_PROXY=http://127.0.0.1:${p.port}`);
       const health = await request(`http://127.0.0.1:${p.adminPort}/healthz`);
       expect(await health.body.json()).toMatchObject({ status: 'ok' });
@@ -153,5 +157,35 @@ describe('egress-proxy doctor', () => {
       p.child.kill('SIGTERM');
       await p.exited;
     }
+  });
+});
+
+describe('egress-proxy ca', () => {
+  it('init writes the certificate and a 0600 key, refuses to overwrite, export prints PEM and install steps', async () => {
+    const dir = join(mkdtempSync(join(tmpdir(), 'egress-ca-')), 'certs');
+    const init = await run(process.execPath, [CLI, 'ca', 'init', '--dir', dir, '--permit', 'corp.example,example.com']);
+    expect(init.code, init.stderr).toBe(0);
+    expect(init.stdout).toMatch(/fingerprint SHA-256 [0-9A-F:]{95}/);
+    expect(statSync(join(dir, 'ca-key.pem')).mode & 0o777).toBe(0o600);
+    const again = await run(process.execPath, [CLI, 'ca', 'init', '--dir', dir]);
+    expect(again.code).toBe(1);
+    expect(again.stderr).toContain('a CA already exists');
+    const exp = await run(process.execPath, [CLI, 'ca', 'export', '--dir', dir]);
+    expect(exp.code).toBe(0);
+    expect(exp.stdout).toMatch(/^-----BEGIN CERTIFICATE-----/);
+    for (const platform of ['macOS', 'Windows', 'Debian/Ubuntu', 'NSS', 'Firefox']) expect(exp.stderr).toContain(platform);
+    const text = await run('openssl', ['x509', '-noout', '-text', '-in', join(dir, 'ca.pem')]);
+    expect(text.stdout).toMatch(/Name Constraints: critical[\s\S]*DNS:corp\.example[\s\S]*DNS:example\.com/);
+    expect(text.stdout).toMatch(/CA:TRUE, pathlen:0/);
+    const missing = await run(process.execPath, [CLI, 'ca', 'export', '--dir', join(dir, 'nope')]);
+    expect(missing.code).toBe(1);
+    expect(missing.stderr).toContain('egress-proxy ca init');
+  });
+
+  it('start refuses to run with interception on and no CA (outside dev mode)', async () => {
+    const cfg = writeSetup({ inspection: { enabled: true, ca_dir: 'no-ca-here' } });
+    const r = await run(process.execPath, [CLI, 'start', '--config', cfg]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/no CA in .*no-ca-here: run `egress-proxy ca init/);
   });
 });

@@ -3,6 +3,7 @@ import cluster from 'node:cluster';
 import type { AddressInfo } from 'node:net';
 import { ENV, loadConfig } from '../config/load.js';
 import { FileValidationError } from '../config/validate.js';
+import { caFiles, ensureCa, loadCa } from '../inspection/ca.js';
 import { loadPolicyDir } from '../policy/load.js';
 import { startProxy } from '../proxy.js';
 import { superviseWorkers } from '../supervisor.js';
@@ -18,14 +19,14 @@ interface StartOptions {
 
 const hostPort = (a: AddressInfo): string => (a.family === 'IPv6' ? `[${a.address}]:${a.port}` : `${a.address}:${a.port}`);
 
-function banner(listen: string, admin: string): string {
+function banner(listen: string, admin: string, caFile: string | undefined): string {
   const proxy = `http://${listen}`;
   return [
     '',
     `egress-proxy is ready. Proxy: ${proxy}   Admin: http://${admin}`,
     '',
     'Try it:',
-    `  curl -x ${proxy} https://example.com`,
+    caFile ? `  curl --cacert ${caFile} -x ${proxy} https://example.com      (TLS is inspected: trust the CA)` : `  curl -x ${proxy} https://example.com`,
     `  export HTTPS_PROXY=${proxy} HTTP_PROXY=${proxy} NO_PROXY=localhost,127.0.0.1`,
     `  NODE_USE_ENV_PROXY=1 node -e "fetch('https://example.com').then(r => console.log(r.status))"`,
     `  egress-proxy doctor --proxy ${proxy}`,
@@ -63,18 +64,21 @@ export function registerStart(program: Command): void {
         throw err;
       }
       if (config.workers > 1 && cluster.isPrimary) {
-        // Validate once, here, so a broken policy is reported once and no worker is forked.
+        // Validate once, here, so a broken policy is reported once and no worker is forked; the
+        // dev CA is created here too, so workers never race to create it.
         try {
           loadPolicyDir(config.policiesDir);
+          if (config.inspection.enabled) (opts.dev ? ensureCa : loadCa)(config.caDir);
         } catch (err) {
           if (err instanceof FileValidationError) {
             process.stderr.write(`egress-proxy: invalid policy in ${config.policiesDir}\n${err.message}\n`);
             process.exit(2);
           }
-          throw err;
+          process.stderr.write(`egress-proxy: cannot start: ${(err as Error).message}\n`);
+          process.exit(1);
         }
         superviseWorkers(config.workers, (a) => {
-          if (opts.dev) process.stderr.write(banner(hostPort(a), config.admin));
+          if (opts.dev) process.stderr.write(banner(hostPort(a), config.admin, config.inspection.enabled ? caFiles(config.caDir).cert : undefined));
         });
         return;
       }
@@ -89,7 +93,9 @@ export function registerStart(program: Command): void {
         process.stderr.write(`egress-proxy: cannot start: ${(err as Error).message}\n`);
         process.exit(1);
       }
-      if (opts.dev && cluster.isPrimary) process.stderr.write(banner(hostPort(proxy.proxyAddress), hostPort(proxy.adminAddress)));
+      if (opts.dev && cluster.isPrimary) {
+        process.stderr.write(banner(hostPort(proxy.proxyAddress), hostPort(proxy.adminAddress), proxy.runtime.inspection?.ca.certFile));
+      }
       process.on('exit', () => proxy.runtime.logger.flush());
       // Idempotent: under a supervisor (or systemd's control group) a worker may get the signal twice.
       let stopping = false;

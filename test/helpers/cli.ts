@@ -34,8 +34,8 @@ export function writeSetup(config: Record<string, unknown> = {}, policy: Record<
 }
 
 /** Starts `egress-proxy start` with the given args and waits for its ready line. */
-export async function startCli(args: string[], env: NodeJS.ProcessEnv = {}): Promise<CliProxy> {
-  const child = spawn(process.execPath, [CLI, 'start', ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+export async function startCli(args: string[], env: NodeJS.ProcessEnv = {}, cwd?: string): Promise<CliProxy> {
+  const child = spawn(process.execPath, [CLI, 'start', ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'], cwd });
   let out = '';
   let err = '';
   child.stdout!.on('data', (d: Buffer) => { out += d.toString(); });
