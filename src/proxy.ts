@@ -56,6 +56,7 @@ export async function startProxy(config: LoadedConfig, logger?: ProxyLogger, opt
     policyStatus: undefined,
     resolver: new Resolver({ servers: config.dns.servers, cacheTtlMs: config.dns.cache_ttl_ms, timeoutMs: config.dns.timeout_ms }),
     upstream,
+    upstreamCa: ca,
     logger: lg,
     self: new SelfAddresses(),
     via: `1.1 ${config.node_id} (egress-proxy)`,

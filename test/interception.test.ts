@@ -13,6 +13,8 @@ import { cleanEnv, run } from './helpers/run.js';
 
 // Destinations: trusted by the proxy through inspection.upstream_ca_file.
 let dir: string;
+let originCaPem: ReturnType<typeof makeCa>;
+const originCa = (): ReturnType<typeof makeCa> => originCaPem;
 let proxyCaFile: string;
 let originCaFile: string;
 let good: Origin;
@@ -46,7 +48,8 @@ rules:
 
 beforeAll(async () => {
   dir = mkdtempSync(join(tmpdir(), 'egress-mitm-'));
-  const originCa = makeCa('test origin CA');
+  originCaPem = makeCa('test origin CA');
+  const originCa = originCaPem;
   originCaFile = join(dir, 'origin-ca.pem');
   writeFileSync(originCaFile, originCa.cert);
   const names = ['app.test', 'pinned.test'];
@@ -155,6 +158,32 @@ describe('TLS interception', () => {
     expect(proxy.lines().some((l) => l.msg === 'clients keep refusing the interception certificate; host now bypassed')).toBe(true);
     // Protocol and cipher mismatches (the TLS 1.1 probes above, to app.test) are not counted as pinning.
     expect(proxy.running.runtime.inspection!.autoBypass.has('app.test')).toBe(false);
+  });
+
+  it('carries a WebSocket (wss) inside an intercepted tunnel after a real 101', async () => {
+    const { createServer } = await import('node:https');
+    const { WebSocketServer, WebSocket } = await import('ws');
+    const { once } = await import('node:events');
+    const tlsServer = createServer({ ...(await import('./helpers/pki.js')).makeLeaf(originCa(), ['app.test'], ['127.0.0.3']) });
+    const wss = new WebSocketServer({ server: tlsServer });
+    wss.on('connection', (ws) => ws.on('message', (m) => ws.send(`echo:${m.toString()}`)));
+    tlsServer.listen(0, '127.0.0.3');
+    await once(tlsServer, 'listening');
+    const port = (tlsServer.address() as { port: number }).port;
+    const { HttpsProxyAgent } = await import('./helpers/proxy-agent.js');
+    try {
+      const ws = new WebSocket(`wss://app.test:${port}/live`, { agent: new HttpsProxyAgent(proxy.port), ca: (await import('node:fs')).readFileSync(proxyCaFile) });
+      await once(ws, 'open');
+      ws.send('hi');
+      const [msg] = (await once(ws, 'message')) as [Buffer];
+      expect(msg.toString()).toBe('echo:hi');
+      ws.close();
+      const line = await proxy.waitForAccess((l) => l.kind === 'websocket' && String(l.url).includes('/live'));
+      expect(line).toMatchObject({ status: 101, inspected: true, url: `wss://app.test:${port}/live` });
+    } finally {
+      wss.close();
+      tlsServer.close();
+    }
   });
 
   it('headless Chromium loads an HTTPS page through the proxy, inspected', async () => {
