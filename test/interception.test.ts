@@ -156,6 +156,10 @@ describe('TLS interception', () => {
     expect(r.code, r.stderr).toBe(0);
     expect(JSON.parse(r.stdout).url).toBe('/after-bypass');
     expect(proxy.lines().some((l) => l.msg === 'clients keep refusing the interception certificate; host now bypassed')).toBe(true);
+    const status = (await (await fetch(`${proxy.adminUrl}/inspection/status`)).json()) as { refusals: Record<string, number>; auto_bypassed: string[]; leaves_minted: number };
+    expect(status.refusals['127.0.0.3']).toBe(2);
+    expect(status.auto_bypassed).toContain('127.0.0.3');
+    expect(status.leaves_minted).toBeGreaterThan(0);
     // Protocol and cipher mismatches (the TLS 1.1 probes above, to app.test) are not counted as pinning.
     expect(proxy.running.runtime.inspection!.autoBypass.has('app.test')).toBe(false);
   });

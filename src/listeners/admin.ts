@@ -27,6 +27,19 @@ export function createAdminServer(rt: ProxyRuntime): Server {
         const st = rt.policyStatus;
         return send(200, 'application/json', JSON.stringify(st ?? {}, null, 2) + '\n');
       }
+      case '/inspection/status': {
+        const i = rt.inspection;
+        const body = i
+          ? {
+              enabled: true, ca: i.ca.certFile, ca_fingerprint_sha256: i.ca.cert.fingerprint256, ca_valid_to: i.ca.cert.validTo,
+              leaves_minted: i.minter.minted,
+              // Hosts whose clients refused the interception certificate: candidates for a bypass rule.
+              refusals: Object.fromEntries([...i.refusals].sort((a, b) => b[1] - a[1]).slice(0, 1000)),
+              auto_bypassed: [...i.autoBypass],
+            }
+          : { enabled: false };
+        return send(200, 'application/json', JSON.stringify(body, null, 2) + '\n');
+      }
       case '/proxy.pac':
       case '/wpad.dat':
         return send(200, 'application/x-ns-proxy-autoconfig', (pac ??= renderPac(rt.config, rt.listenAddress)));
