@@ -110,6 +110,14 @@ describe('TLS interception', () => {
     await proxy.waitForAccess((l) => l.inspected === true && l.rule === 'no-uploads' && l.decision === 'deny');
   });
 
+  it('forwards an allowed inspected POST with its body intact', async () => {
+    const r = await curl(['--cacert', proxyCaFile, '--data-binary', 'a=1&b=two', `https://app.test:${good.port}/submit`]);
+    expect(JSON.parse(r.stdout)).toMatchObject({ method: 'POST', url: '/submit' });
+    const seen = good.seen.find((x) => x.url === '/submit')!;
+    expect(seen.body?.toString()).toBe('a=1&b=two');
+    expect(await proxy.waitForAccess((l) => String(l.url).endsWith('/submit'))).toMatchObject({ inspected: true, method: 'POST', status: 200 });
+  });
+
   it('bypasses by policy from the SNI: the client sees the origin\'s own certificate', async () => {
     const r = await run('openssl', ['s_client', '-proxy', `127.0.0.1:${proxy.port}`, '-connect', `pinned.test:${good.port}`, '-servername', 'pinned.test'], { input: '' });
     expect(r.stdout).toMatch(/issuer=CN ?= ?test origin CA/);
