@@ -103,7 +103,11 @@ async function onSocketExchange(
 ): Promise<void> {
   const rec = AccessRecord.forRequest(kind, req);
   rt.active++;
+  let finished = false;
+  // Idempotent: several exit paths (refusal, close, timeout) may all report the end.
   const done = (): void => {
+    if (finished) return;
+    finished = true;
     rt.active--;
     rec.write(rt.logger);
   };
