@@ -18,8 +18,8 @@ export interface ProxyRuntime {
   policyStatus: PolicyStatus | undefined;
   readonly resolver: Resolver;
   readonly upstream: Agent;
-  /** Trust anchors for destinations: the system store plus the admin's extra bundle (undefined = system only). */
-  readonly upstreamCa: readonly string[] | undefined;
+  /** TLS settings for destinations when the admin adds trust anchors (undefined = the system store). */
+  readonly upstreamTls: import('node:tls').SecureContext | undefined;
   readonly logger: ProxyLogger;
   readonly self: SelfAddresses;
   /** TLS interception, when a CA is configured: leaf minting, the inner server for decrypted requests, pinning state. */

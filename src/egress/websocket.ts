@@ -40,7 +40,7 @@ export function forwardWebSocket(
     setHost: false,
     agent: false,
     servername: tls && isIP(target.host) === 0 ? target.host : undefined,
-    ...(tls ? { ca: rt.upstreamCa as string[] | undefined, minVersion: 'TLSv1.2' as const, rejectUnauthorized: true } : {}),
+    ...(tls ? { secureContext: rt.upstreamTls, minVersion: 'TLSv1.2' as const, rejectUnauthorized: true } : {}),
     timeout: rt.config.limits.upstream_connect_timeout_ms,
   });
   let finished = false;
