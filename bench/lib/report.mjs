@@ -1,6 +1,6 @@
 // The comparison table and the issue's targets.
-const fmt = (v, digits = 0) => (v === undefined || v === null || Number.isNaN(v) ? '-' : v.toLocaleString('en-US', { maximumFractionDigits: digits, minimumFractionDigits: digits }));
-const ratio = (a, b) => (a != null && b ? a / b : undefined);
+export const fmt = (v, digits = 0) => (v === undefined || v === null || Number.isNaN(v) ? '-' : v.toLocaleString('en-US', { maximumFractionDigits: digits, minimumFractionDigits: digits }));
+export const ratio = (a, b) => (a != null && b ? a / b : undefined);
 const MiB = (kb) => (kb == null ? undefined : kb / 1024);
 
 /** Rows of [label, direct, squid, proxy, digits]; ratios are computed from them. */
@@ -25,9 +25,10 @@ export function rows(r) {
   ];
 }
 
-export function table(r) {
+/** `list` defaults to the main bench's rows; other benches pass their own [label, direct, squid, proxy, digits]. */
+export function table(r, list = rows(r)) {
   const head = ['', 'direct', 'squid', 'egress-proxy', 'proxy/direct', 'proxy/squid', 'squid/direct'];
-  const body = rows(r).map(([label, d, sq, p, digits]) => [label, fmt(d, digits), fmt(sq, digits), fmt(p, digits),
+  const body = list.map(([label, d, sq, p, digits]) => [label, fmt(d, digits), fmt(sq, digits), fmt(p, digits),
     fmt(ratio(p, d), 2), fmt(ratio(p, sq), 2), fmt(ratio(sq, d), 2)]);
   const widths = head.map((_, i) => Math.max(...[head, ...body].map((row) => row[i].length)));
   const line = (row) => row.map((c, i) => (i === 0 ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join('  ');
@@ -35,9 +36,9 @@ export function table(r) {
 }
 
 /** Same table as Markdown, for docs/benchmarks.md. */
-export function markdown(r) {
+export function markdown(r, list = rows(r)) {
   const head = ['', 'direct', 'Squid', 'egress-proxy', 'proxy/direct', 'proxy/Squid', 'Squid/direct'];
-  const body = rows(r).map(([label, d, sq, p, digits]) => [label, fmt(d, digits), fmt(sq, digits), fmt(p, digits),
+  const body = list.map(([label, d, sq, p, digits]) => [label, fmt(d, digits), fmt(sq, digits), fmt(p, digits),
     fmt(ratio(p, d), 2), fmt(ratio(p, sq), 2), fmt(ratio(sq, d), 2)]);
   return [head, head.map((_, i) => (i === 0 ? '---' : '---:')), ...body].map((row) => `| ${row.join(' | ')} |`).join('\n');
 }

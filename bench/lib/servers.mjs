@@ -16,12 +16,16 @@ export async function fdLimit() {
   return hard === 'unlimited' ? 65536 : Math.min(65536, Number(hard));
 }
 
-/** Self-signed P-256 cert for 127.0.0.2, made fresh in the temp dir (keys never land in the repo). */
-export async function makeCert(dir) {
+/**
+ * Self-signed P-256 cert for 127.0.0.2, made fresh in the temp dir (keys never land in the repo).
+ * `dnsNames` adds DNS SANs (the interception bench reaches the origin as *.bench.test).
+ */
+export async function makeCert(dir, { dnsNames = [] } = {}) {
   const cert = join(dir, 'origin-cert.pem');
   const key = join(dir, 'origin-key.pem');
+  const san = [...dnsNames.map((n) => `DNS:${n}`), `IP:${ORIGIN_HOST}`].join(',');
   const r = await run('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes',
-    '-days', '1', '-subj', `/CN=${ORIGIN_HOST}`, '-addext', `subjectAltName=IP:${ORIGIN_HOST}`, '-keyout', key, '-out', cert]);
+    '-days', '1', '-subj', `/CN=${ORIGIN_HOST}`, '-addext', `subjectAltName=${san}`, '-keyout', key, '-out', cert]);
   if (r.code !== 0) throw new Error(`openssl failed: ${r.stderr}`);
   return { cert, key };
 }
