@@ -12,6 +12,16 @@ function collect(value: string, previous: string[] = []): string[] {
   return [...previous, value];
 }
 
+/** Exit 2 for a broken policy (the admin's to fix), 1 for anything else that stops start-up. */
+function exitOnStartError(policiesDir: string, err: unknown): never {
+  if (err instanceof FileValidationError) {
+    process.stderr.write(`egress-proxy: invalid policy in ${policiesDir}\n${err.message}\n`);
+    process.exit(2);
+  }
+  process.stderr.write(`egress-proxy: cannot start: ${(err as Error).message}\n`);
+  process.exit(1);
+}
+
 interface StartOptions {
   config?: string; policies?: string; listen?: string; admin?: string; allowRange?: string[];
   nodeId?: string; logLevel?: string; workers?: string; dev?: boolean;
@@ -70,12 +80,7 @@ export function registerStart(program: Command): void {
           loadPolicyDir(config.policiesDir);
           if (config.inspection.enabled) (opts.dev ? ensureCa : loadCa)(config.caDir);
         } catch (err) {
-          if (err instanceof FileValidationError) {
-            process.stderr.write(`egress-proxy: invalid policy in ${config.policiesDir}\n${err.message}\n`);
-            process.exit(2);
-          }
-          process.stderr.write(`egress-proxy: cannot start: ${(err as Error).message}\n`);
-          process.exit(1);
+          exitOnStartError(config.policiesDir, err);
         }
         superviseWorkers(config.workers, (a) => {
           if (opts.dev) process.stderr.write(banner(hostPort(a), config.admin, config.inspection.enabled ? caFiles(config.caDir).cert : undefined));
@@ -86,12 +91,7 @@ export function registerStart(program: Command): void {
       try {
         proxy = await startProxy(config, undefined, { dev: opts.dev === true });
       } catch (err) {
-        if (err instanceof FileValidationError) {
-          process.stderr.write(`egress-proxy: invalid policy in ${config.policiesDir}\n${err.message}\n`);
-          process.exit(2);
-        }
-        process.stderr.write(`egress-proxy: cannot start: ${(err as Error).message}\n`);
-        process.exit(1);
+        exitOnStartError(config.policiesDir, err);
       }
       if (opts.dev && cluster.isPrimary) {
         process.stderr.write(banner(hostPort(proxy.proxyAddress), hostPort(proxy.adminAddress), proxy.runtime.inspection?.ca.certFile));
