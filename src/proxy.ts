@@ -109,13 +109,16 @@ export async function startProxy(config: LoadedConfig, logger?: ProxyLogger, opt
       lg.log.info({ active: rt.active, drain_timeout_ms: config.limits.drain_timeout_ms }, 'draining');
       proxyServer.close();
       proxyServer.closeIdleConnections();
+      rt.inspection?.server.closeIdleConnections();
       const deadline = Date.now() + config.limits.drain_timeout_ms;
       while (rt.active > 0 && Date.now() < deadline) {
         await new Promise((r) => setTimeout(r, 50));
         proxyServer.closeIdleConnections();
+        rt.inspection?.server.closeIdleConnections();
       }
       if (rt.active > 0) lg.log.warn({ active: rt.active }, 'drain timeout reached; closing what is left');
       proxyServer.closeAllConnections();
+      rt.inspection?.server.closeAllConnections();
       for (const s of rt.tunnels) s.destroy();
       adminServer.close();
       adminServer.closeAllConnections();

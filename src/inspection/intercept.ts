@@ -119,7 +119,10 @@ function terminate(rt: ProxyRuntime, rec: AccessRecord, client: Socket, hello: B
     }
     tls.destroy();
   });
+  // Cut with the other tunnels when the drain time runs out.
+  rt.tunnels.add(client);
   client.once('close', () => {
+    rt.tunnels.delete(client);
     rec.bytes_in = client.bytesRead;
     rec.bytes_out = client.bytesWritten;
     done();
