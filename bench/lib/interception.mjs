@@ -4,7 +4,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import dgram from 'node:dgram';
 import { join } from 'node:path';
 import dnsPacket from 'dns-packet';
-import { fdLimit, ORIGIN_HOST, ROOT } from './servers.mjs';
+import { fdLimit, ORIGIN_HOST, ROOT, squidCommon } from './servers.mjs';
 import { cleanEnv, freePort, run, start, waitListening } from './proc.mjs';
 
 export const DOMAIN = 'bench.test';
@@ -100,20 +100,7 @@ export async function startBumpingSquid(dir, { originCert, mode = 'server-first'
     'sslproxy_cert_adapt setCommonName all',
     // Squid verifies the origin (chain and name) against the bench origin's self-signed cert.
     `tls_outgoing_options cafile=${originCert}`,
-    'workers 1',
-    'acl localsrc src 127.0.0.0/8',
-    'http_access allow localsrc',
-    'http_access deny all',
-    'cache deny all',
-    `max_filedescriptors ${fds}`,
-    'access_log stdio:/dev/null',
-    `cache_log ${join(sdir, 'cache.log')}`,
-    `pid_filename ${join(sdir, 'squid.pid')}`,
-    `coredump_dir ${sdir}`,
-    'shutdown_lifetime 0 seconds',
-    'visible_hostname bench-squid',
-    'pinger_enable off',
-    'dns_nameservers 127.0.0.1', // the stub above
+    ...squidCommon(sdir, fds), // DNS to 127.0.0.1: the stub above
     '',
   ].join('\n'));
   // Squid runs as `proxy` once started: its logs, the cert db and the CA key must be its own.

@@ -51,7 +51,9 @@ export async function startProxy(dir, { cpuProfDir, workers = 1 } = {}) {
   const config = join(dir, 'proxy.yaml');
   writeFileSync(config, [
     `listen: 127.0.0.1:${port}`, `admin: 127.0.0.1:${admin}`, 'node_id: bench', 'log: {level: info}',
-    'limits: {max_connections: 50000, drain_timeout_ms: 1000}', `workers: ${workers}`, '',
+    'limits: {max_connections: 50000, drain_timeout_ms: 1000}', `workers: ${workers}`,
+    // Plain forwarding and tunnels: interception is measured by bench/interception.mjs.
+    'inspection: {enabled: false}', '',
   ].join('\n'));
   const cli = join(ROOT, 'dist/cli.js');
   if (!existsSync(cli)) throw new Error('dist/cli.js missing: run `npm run build` (or `npm run bench`)');
@@ -69,6 +71,31 @@ export async function squidVersion() {
   return r.code === 0 ? /Version (\S+)/.exec(r.stdout)?.[1] : undefined;
 }
 
+/**
+ * The squid.conf lines every bench Squid shares: one worker, localhost clients only (CONNECT to
+ * any port: no SSL_ports rule), no cache, logs and state in `sdir`, and off the network (no ICMP
+ * pinger; DNS only to 127.0.0.1, a stub or nothing).
+ */
+export function squidCommon(sdir, fds) {
+  return [
+    'workers 1',
+    'acl localsrc src 127.0.0.0/8',
+    'http_access allow localsrc',
+    'http_access deny all',
+    'cache deny all',
+    `max_filedescriptors ${fds}`,
+    // Same work as the proxy's access log, without a disk in the way.
+    'access_log stdio:/dev/null',
+    `cache_log ${join(sdir, 'cache.log')}`,
+    `pid_filename ${join(sdir, 'squid.pid')}`,
+    `coredump_dir ${sdir}`,
+    'shutdown_lifetime 0 seconds',
+    'visible_hostname bench-squid',
+    'pinger_enable off',
+    'dns_nameservers 127.0.0.1',
+  ];
+}
+
 /** Squid as a plain forward proxy: one worker, no caching, localhost clients only, no network beyond loopback. */
 export async function startSquid(dir) {
   const fds = await fdLimit();
@@ -80,22 +107,7 @@ export async function startSquid(dir) {
   const conf = join(sdir, 'squid.conf');
   writeFileSync(conf, [
     `http_port 127.0.0.1:${port}`,
-    'workers 1',
-    'acl localsrc src 127.0.0.0/8',
-    'http_access allow localsrc', // CONNECT to any port included: no SSL_ports rule
-    'http_access deny all',
-    'cache deny all',
-    `max_filedescriptors ${fds}`,
-    // Same work as the proxy's access log, without a disk in the way.
-    'access_log stdio:/dev/null',
-    `cache_log ${join(sdir, 'cache.log')}`,
-    `pid_filename ${join(sdir, 'squid.pid')}`,
-    `coredump_dir ${sdir}`,
-    'shutdown_lifetime 0 seconds',
-    'visible_hostname bench-squid',
-    // Keep squid off the network: no ICMP pinger, DNS (never needed for IP literals) to loopback only.
-    'pinger_enable off',
-    'dns_nameservers 127.0.0.1',
+    ...squidCommon(sdir, fds),
     '',
   ].join('\n'));
   const parsed = await run('squid', ['-k', 'parse', '-f', conf], { timeoutMs: 20_000 });
