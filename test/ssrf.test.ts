@@ -39,8 +39,7 @@ describe('the proxy denies internal destinations on the resolved address', () =>
     origin = await startOrigin({ host: '127.0.0.2' });
     dns = await startDns({
       'rebind.test': ['127.0.0.1'],
-      'metadata.test': ['169.254.169.254'],
-      'mixed.test': ['127.0.0.2', '10.0.0.1'],
+      'mixed.test': ['127.0.0.2', '127.0.0.1'],
       'ok.test': ['127.0.0.2'],
       'v6only.test': ['::1'],
     });
@@ -52,12 +51,13 @@ describe('the proxy denies internal destinations on the resolved address', () =>
     dns.close();
   });
 
+  // Only spellings of loopback (and 0.0.0.0, which also means this host) are sent through the proxy
+  // here: were the guard ever broken, the proxy would dial them, and it must never dial anything
+  // off this machine. Every other range is proven on the guard itself, above (same code, no dial).
   const denied = [
-    'http://127.0.0.1/', 'http://10.0.0.1/', 'http://172.16.5.4/', 'http://192.168.0.1/', 'http://100.64.1.1/',
-    'http://169.254.169.254/latest/meta-data/', 'http://0.0.0.0/', 'http://224.0.0.1/', 'http://[::1]/',
-    'http://[fd00::1]/', 'http://[fe80::1]/', 'http://[::ffff:127.0.0.1]/', 'http://[::ffff:169.254.169.254]/',
-    'http://2130706433/', 'http://0x7f.0.0.1/', 'http://017700000001/', 'http://127.1/',
-    'http://rebind.test/', 'http://metadata.test/', 'http://mixed.test/', 'http://v6only.test/',
+    'http://127.0.0.1/', 'http://127.5.6.7/', 'http://0.0.0.0/', 'http://[::1]/', 'http://[::ffff:127.0.0.1]/',
+    'http://[::ffff:7f00:1]/', 'http://2130706433/', 'http://0x7f.0.0.1/', 'http://017700000001/', 'http://127.1/',
+    'http://rebind.test/', 'http://mixed.test/', 'http://v6only.test/',
   ];
   it.each(denied)('%s -> 403 dest_private_address', async (url) => {
     const r = await run('curl', ['-sS', '-i', '-x', proxy.url, url], { env: cleanEnv() });
@@ -72,7 +72,7 @@ describe('the proxy denies internal destinations on the resolved address', () =>
   });
 
   it('denies CONNECT to internal addresses too', async () => {
-    for (const t of ['127.0.0.1:443', '[::1]:443', '169.254.169.254:443', 'rebind.test:443']) {
+    for (const t of ['127.0.0.1:443', '[::1]:443', '[::ffff:127.0.0.1]:443', 'rebind.test:443']) {
       const res = await rawExchange(proxy.port, `CONNECT ${t} HTTP/1.1\r\nHost: ${t}\r\n\r\n`);
       expect(res, t).toMatch(/x-egress-reason: dest_private_address/i);
     }

@@ -8,9 +8,10 @@ import { queryFromSpec, requestSpecSchema } from '../policy/query.js';
 import { replay } from '../policy/replay.js';
 import { loadInventory, runPolicyTests } from '../policy/testcases.js';
 
-function load(dir: string): CompiledPolicy {
+/** Runs `fn`; a validation error is printed as file:line:col lines and ends the command with exit 1. */
+function orExit<T>(fn: () => T): T {
   try {
-    return loadPolicyDir(dir);
+    return fn();
   } catch (err) {
     if (err instanceof FileValidationError) {
       process.stderr.write(`${err.message}\n`);
@@ -19,6 +20,8 @@ function load(dir: string): CompiledPolicy {
     throw err;
   }
 }
+
+const load = (dir: string): CompiledPolicy => orExit(() => loadPolicyDir(dir));
 
 const list = (v: string, prev: string[] = []): string[] => [...prev, ...v.split(',').map((x) => x.trim()).filter(Boolean)];
 
@@ -41,16 +44,7 @@ export function registerPolicy(program: Command): void {
     .argument('[dir]', 'policy directory', 'policies')
     .action((dir: string) => {
       const p = load(resolve(dir));
-      let results;
-      try {
-        results = runPolicyTests(p, resolve(dir));
-      } catch (err) {
-        if (err instanceof FileValidationError) {
-          process.stderr.write(`${err.message}\n`);
-          process.exit(1);
-        }
-        throw err;
-      }
+      const results = orExit(() => runPolicyTests(p, resolve(dir)));
       for (const r of results) {
         process.stdout.write(r.ok ? `ok   ${r.name}\n` : `FAIL ${r.name}\n     want ${r.want}\n     got  ${r.got}\n     (${r.file})\n`);
       }

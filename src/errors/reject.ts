@@ -69,7 +69,7 @@ export function rejectRequest(req: IncomingMessage, res: ServerResponse, reason:
 }
 
 /** Writes a whole refusal on a raw socket (CONNECT, upgrades, parse errors) and closes it. */
-export function rejectSocket(socket: Socket, reason: ReasonId, accept?: string, extraHeaders = '', message?: string, rule?: string): void {
+export function rejectSocket(socket: Socket, reason: ReasonId, accept?: string, message?: string, rule?: string): void {
   if (socket.destroyed) return;
   const status = REASONS[reason].status;
   const { type, body } = renderBody(reason, bodyKindFor(accept), message, rule);
@@ -80,7 +80,7 @@ export function rejectSocket(socket: Socket, reason: ReasonId, accept?: string, 
   socket.end(
     `HTTP/1.1 ${status} ${STATUS_TEXT[status] ?? 'Error'}\r\n` +
       `Content-Type: ${type}\r\nContent-Length: ${Buffer.byteLength(body)}\r\n` +
-      `X-Egress-Reason: ${reason}\r\nCache-Control: no-store\r\nConnection: close\r\n${extraHeaders}\r\n` +
+      `X-Egress-Reason: ${reason}\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n` +
       body,
   );
   // A client that never reads must not hold the socket open.

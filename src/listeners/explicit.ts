@@ -117,7 +117,7 @@ async function onSocketExchange(
     await body(rec, done);
   } catch (err) {
     const pe = err instanceof ProxyError ? err : undefined;
-    rejectSocket(socket, rec.fail(err, rt.logger), req.headers.accept, '', pe?.publicMessage, pe?.rule);
+    rejectSocket(socket, rec.fail(err, rt.logger), req.headers.accept, pe?.publicMessage, pe?.rule);
     done();
   }
 }
