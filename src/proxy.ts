@@ -4,11 +4,11 @@ import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { readFileSync } from 'node:fs';
 import { createSecureContext, rootCertificates } from 'node:tls';
-import { Agent } from 'undici';
 import { ensureCa, loadCa } from './inspection/ca.js';
 import { LeafMinter } from './inspection/mint.js';
 import { parseHostPort } from './config/fields.js';
 import type { LoadedConfig } from './config/load.js';
+import { UpstreamPools } from './egress/pools.js';
 import { AddressGuard } from './egress/addresses.js';
 import { Resolver } from './egress/resolve.js';
 import { SelfAddresses } from './egress/self.js';
@@ -45,7 +45,7 @@ export async function startProxy(config: LoadedConfig, logger?: ProxyLogger, opt
   // The trust store is built once: a `ca` list given per connection costs ~20 ms each (bench/interception.mjs).
   const ca = config.upstreamCaFile ? [...rootCertificates, readFileSync(config.upstreamCaFile, 'utf8')] : undefined;
   const upstreamTls = ca ? createSecureContext({ ca, minVersion: 'TLSv1.2' }) : undefined;
-  const upstream = new Agent({
+  const upstream = new UpstreamPools({
     connect: {
       timeout: config.limits.upstream_connect_timeout_ms, rejectUnauthorized: true, minVersion: 'TLSv1.2',
       ...(upstreamTls ? { secureContext: upstreamTls } : {}),

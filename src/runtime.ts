@@ -1,6 +1,6 @@
-import type { Agent } from 'undici';
 import type { LoadedConfig } from './config/load.js';
 import type { AddressGuard } from './egress/addresses.js';
+import type { UpstreamPools } from './egress/pools.js';
 import type { Resolver } from './egress/resolve.js';
 import type { SelfAddresses } from './egress/self.js';
 import type { ProxyLogger } from './logging/logger.js';
@@ -17,7 +17,7 @@ export interface ProxyRuntime {
   /** The policy in force and the last reload problems, for /policy/status. */
   policyStatus: PolicyStatus | undefined;
   readonly resolver: Resolver;
-  readonly upstream: Agent;
+  readonly upstream: UpstreamPools;
   /** TLS settings for destinations when the admin adds trust anchors (undefined = the system store). */
   readonly upstreamTls: import('node:tls').SecureContext | undefined;
   readonly logger: ProxyLogger;

@@ -52,12 +52,12 @@ beforeAll(async () => {
   const originCa = originCaPem;
   originCaFile = join(dir, 'origin-ca.pem');
   writeFileSync(originCaFile, originCa.cert);
-  const names = ['app.test', 'pinned.test'];
+  const names = ['app.test', 'app2.test', 'pinned.test'];
   good = await startOrigin({ host: '127.0.0.3', tls: makeLeaf(originCa, names, ['127.0.0.3']) });
   wrongName = await startOrigin({ host: '127.0.0.4', tls: makeLeaf(originCa, ['other.test'], ['127.0.0.99']) });
   selfSigned = await startOrigin({ host: '127.0.0.5', tls: (() => { const c = makeCa('self-signed'); return makeLeaf(c, names, ['127.0.0.5']); })() });
   expired = await startOrigin({ host: '127.0.0.6', tls: makeLeaf(originCa, names, ['127.0.0.6'], -2) });
-  dns = await startDns({ 'app.test': ['127.0.0.3'], 'pinned.test': ['127.0.0.3'] });
+  dns = await startDns({ 'app.test': ['127.0.0.3'], 'app2.test': ['127.0.0.3'], 'pinned.test': ['127.0.0.3'] });
   initCa(join(dir, 'ca'));
   proxyCaFile = join(dir, 'ca', 'ca.pem');
   proxy = await startTestProxy({
@@ -116,6 +116,23 @@ describe('TLS interception', () => {
     const seen = good.seen.find((x) => x.url === '/submit')!;
     expect(seen.body?.toString()).toBe('a=1&b=two');
     expect(await proxy.waitForAccess((l) => String(l.url).endsWith('/submit'))).toMatchObject({ inspected: true, method: 'POST', status: 200 });
+  });
+
+  it('keeps one upstream connection per server name when names share an address', async () => {
+    // Interleaved names on one address must not tear down each other's kept-alive connections.
+    const dialled: string[] = [];
+    const onSecure = (s: import('node:tls').TLSSocket): void => { dialled.push(String((s as unknown as { servername?: string }).servername)); };
+    good.server.on('secureConnection', onSecure);
+    try {
+      for (const name of ['app.test', 'app2.test', 'app.test', 'app2.test', 'app.test']) {
+        const r = await curl(['--cacert', proxyCaFile, '-w', '%{http_code}', '-o', '/dev/null', `https://${name}:${good.port}/pooled`]);
+        expect(r.stdout, r.stderr).toBe('200');
+      }
+    } finally {
+      good.server.off('secureConnection', onSecure);
+    }
+    expect(dialled.filter((n) => n === 'app2.test')).toHaveLength(1);
+    expect(dialled.filter((n) => n === 'app.test').length).toBeLessThanOrEqual(1);
   });
 
   it('bypasses by policy from the SNI: the client sees the origin\'s own certificate', async () => {

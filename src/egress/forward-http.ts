@@ -5,6 +5,7 @@ import { ProxyError, upstreamReason } from '../errors/proxy-error.js';
 import { rejectRequest } from '../errors/reject.js';
 import { AccessRecord } from '../logging/access-record.js';
 import type { Target } from './target.js';
+import type { UpstreamRequest } from './pools.js';
 import type { ProxyRuntime } from '../runtime.js';
 import { downstreamHeaders, hasBody, upstreamHeaders } from './headers.js';
 
@@ -84,7 +85,7 @@ export class HttpExchange implements Dispatcher.DispatchHandler {
         headers,
         body: hasBody(req) ? req : null,
         servername: tls && isIP(target.host) === 0 ? target.host : undefined,
-      } as Dispatcher.DispatchOptions,
+      } as UpstreamRequest,
       this,
     );
   }
