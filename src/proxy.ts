@@ -9,6 +9,8 @@ import { LeafMinter } from './inspection/mint.js';
 import { parseHostPort } from './config/fields.js';
 import type { LoadedConfig } from './config/load.js';
 import { UpstreamPools } from './egress/pools.js';
+import { AdmittedConnections } from './identity/admitted.js';
+import { setupIdentity, type IdentityHandle } from './identity/setup.js';
 import { AddressGuard } from './egress/addresses.js';
 import { Resolver } from './egress/resolve.js';
 import { SelfAddresses } from './egress/self.js';
@@ -24,6 +26,8 @@ export interface RunningProxy {
   runtime: ProxyRuntime;
   proxyAddress: AddressInfo;
   adminAddress: AddressInfo;
+  /** The identity provider in force (configured or dev) and what identity set-up started. */
+  identity: IdentityHandle;
   /** Stops accepting, lets in-flight work finish up to the drain timeout, then closes everything. */
   drain(): Promise<void>;
   /** Reloads the policy directory now (what SIGHUP does); resolves true when a new policy is in force. */
@@ -63,6 +67,7 @@ export async function startProxy(config: LoadedConfig, logger?: ProxyLogger, opt
     upstream,
     upstreamTls,
     logger: lg,
+    identity: { enabled: false, tokens: undefined, sessions: undefined, devices: undefined, admitted: new AdmittedConnections() },
     self: new SelfAddresses(),
     via: `1.1 ${config.node_id} (egress-proxy)`,
     viaToken: `${config.node_id} (egress-proxy)`,
@@ -83,6 +88,7 @@ export async function startProxy(config: LoadedConfig, logger?: ProxyLogger, opt
       autoBypass: new Set(),
     };
   }
+  const identity = await setupIdentity(rt, { dev: options.dev === true });
   const reloader = new PolicyReloader(rt);
   const proxyServer = createExplicitServer(rt);
   const adminServer = createAdminServer(rt);
@@ -123,8 +129,9 @@ export async function startProxy(config: LoadedConfig, logger?: ProxyLogger, opt
       adminServer.close();
       adminServer.closeAllConnections();
       await upstream.close().catch(() => undefined);
+      await identity.close();
       lg.log.info('stopped');
       lg.flush();
     })());
-  return { runtime: rt, proxyAddress, adminAddress, drain, reload: () => reloader.reload('SIGHUP') };
+  return { runtime: rt, proxyAddress, adminAddress, identity, drain, reload: () => reloader.reload('SIGHUP') };
 }

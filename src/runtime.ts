@@ -21,6 +21,15 @@ export interface ProxyRuntime {
   /** TLS settings for destinations when the admin adds trust anchors (undefined = the system store). */
   readonly upstreamTls: import('node:tls').SecureContext | undefined;
   readonly logger: ProxyLogger;
+  /** Who is asking: token verification, sign-in sessions, device directory, and the connections they admitted. */
+  readonly identity: {
+    /** An identity provider is configured: anonymous requests that policy denies are asked to authenticate. */
+    enabled: boolean;
+    tokens: import('./identity/principal.js').TokenAuthenticator | undefined;
+    sessions: import('./identity/principal.js').SessionLookup | undefined;
+    devices: import('./identity/principal.js').DeviceDirectory | undefined;
+    admitted: import('./identity/admitted.js').AdmittedConnections;
+  };
   readonly self: SelfAddresses;
   /** TLS interception, when a CA is configured: leaf minting, the inner server for decrypted requests, pinning state. */
   inspection: {

@@ -68,6 +68,54 @@ export const configSchema = z
           .describe('Stop intercepting a host after this many clients refused our certificate (pinning); 0 = never.'),
       })
       .prefault({}),
+    identity: z
+      .strictObject({
+        issuer: z.url().optional()
+          .describe('OIDC issuer (https; http only on loopback). Discovery finds its keys and endpoints. Absent: no identity provider, everyone is anonymous.'),
+        audience: z.array(z.string().min(1)).min(1).default(['egress-proxy'])
+          .describe('Accepted `aud` values of workload tokens.'),
+        algorithms: z.array(z.enum(['RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'ES256', 'ES384', 'ES512', 'EdDSA'])).min(1)
+          .default(['RS256', 'PS256', 'ES256', 'EdDSA'])
+          .describe('Token signature algorithms accepted (never none, never HS*).'),
+        clock_skew_s: z.number().int().min(0).max(300).default(30).describe('Tolerance on exp / nbf / iat.'),
+        jwks_refresh_min_s: z.number().int().min(1).max(3600).default(30)
+          .describe('A token with an unknown key id refreshes the issuer keys at most this often (key rotation).'),
+        token_cache_size: z.number().int().min(0).max(1_000_000).default(10_000).describe('Verified tokens kept until they expire.'),
+        claims: z.strictObject({
+          user: z.string().min(1).default('sub').describe('Claim naming a signed-in user.'),
+          email: z.string().min(1).default('email'),
+          groups: z.string().min(1).default('groups'),
+          service: z.string().min(1).default('client_id').describe('Claim naming a workload (client-credentials tokens).'),
+        }).prefault({}),
+        realm: z.string().min(1).max(64).regex(/^[^"\\]+$/).default('egress-proxy').describe('Realm in Proxy-Authenticate.'),
+        revalidate_s: z.number().int().min(1).max(3600).default(60)
+          .describe('Open tunnels and kept-alive connections of an expired token, signed-out session or revoked device end within this time.'),
+        sign_in: z.strictObject({
+          client_id: z.string().min(1).default('egress-proxy').describe('The proxy\'s OIDC client (authorization code + PKCE).'),
+          client_secret_file: z.string().min(1).optional().describe('File holding the client secret (or env EGRESS_OIDC_CLIENT_SECRET).'),
+          scopes: z.array(z.string().min(1)).default(['openid', 'email', 'profile', 'groups']),
+          portal_url: z.url().optional().describe('Public URL of the admin origin serving the sign-in portal; default http://<admin>.'),
+          session_ttl_s: z.number().int().min(60).max(30 * 86_400).default(8 * 3600).describe('How long a sign-in lasts.'),
+          ip_binding_s: z.number().int().min(0).max(30 * 86_400).default(3600)
+            .describe('After sign-in, requests from the same client address are that user\'s for this long (0 = off).'),
+          session_key_file: z.string().min(1).optional()
+            .describe('32-byte key sealing sessions, shared by every node of a cluster; dev mode makes one.'),
+        }).prefault({}),
+      })
+      .prefault({}),
+    devices: z
+      .strictObject({
+        listen: hostPort.optional().describe('HTTPS proxy listener that asks for a device certificate (mTLS); dev mode: 127.0.0.1:3129.'),
+        ca_file: z.string().min(1).optional().describe('Device CA bundle (PEM) that device certificates must chain to.'),
+        crl_file: z.string().min(1).optional().describe('CRL (PEM) of revoked devices, reloaded when it changes.'),
+        inventory: z.string().min(1).default('devices.yaml')
+          .describe('Device inventory (posture attributes by device id), relative to the policy directory; reloaded on change.'),
+        require_certificate: z.boolean().default(false)
+          .describe('Refuse clients without a certificate at the TLS handshake; otherwise they are device "unknown".'),
+        server_cert_file: z.string().min(1).optional().describe('The listener\'s own certificate; default: minted from the interception CA.'),
+        server_key_file: z.string().min(1).optional(),
+      })
+      .prefault({}),
     log: z
       .strictObject({
         level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace']).default('info'),

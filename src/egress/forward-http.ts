@@ -65,7 +65,7 @@ export class HttpExchange implements Dispatcher.DispatchHandler {
     // An unread body would otherwise be drained just to keep a connection we are refusing.
     if (!this.req.complete && hasBody(this.req)) this.res.shouldKeepAlive = false;
     const pe = err instanceof ProxyError ? err : undefined;
-    rejectRequest(this.req, this.res, reason, pe?.publicMessage, pe?.rule);
+    rejectRequest(this.req, this.res, reason, pe?.publicMessage, pe?.rule, pe?.headers);
   }
 
   /** Sends the request to `ip` (already checked by the address guard). */

@@ -9,14 +9,17 @@ export class ProxyError extends Error {
   readonly rule: string | undefined;
   /** The admin's message for the block page (a deny rule's `message`). */
   readonly publicMessage: string | undefined;
+  /** Extra response headers (a 407's Proxy-Authenticate challenges, a sign-in redirect's Location). */
+  readonly headers: Readonly<Record<string, string | string[]>> | undefined;
 
-  constructor(reason: ReasonId, detail?: string, options?: { cause?: unknown; rule?: string | undefined; publicMessage?: string | undefined }) {
+  constructor(reason: ReasonId, detail?: string, options?: { cause?: unknown; rule?: string | undefined; publicMessage?: string | undefined; headers?: Record<string, string | string[]> | undefined }) {
     super(detail ? `${reason}: ${detail}` : reason, options);
     this.name = 'ProxyError';
     this.reason = reason;
     this.detail = detail;
     this.rule = options?.rule;
     this.publicMessage = options?.publicMessage;
+    this.headers = options?.headers;
   }
 }
 

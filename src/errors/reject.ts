@@ -4,6 +4,7 @@ import { REASONS, type ReasonId } from './reasons.js';
 
 const STATUS_TEXT: Record<number, string> = {
   400: 'Bad Request',
+  302: 'Found',
   403: 'Forbidden',
   405: 'Method Not Allowed',
   407: 'Proxy Authentication Required',
@@ -50,10 +51,16 @@ export function renderBody(reason: ReasonId, kind: BodyKind, message?: string, r
   return { type: 'text/plain; charset=utf-8', body: `${status} ${reason}${rule ? ` (rule ${rule})` : ''}: ${text}\n` };
 }
 
+/** The status a refusal is answered with: a sign-in redirect (Location given) is a 302. */
+export const refusalStatus = (reason: ReasonId, headers?: Readonly<Record<string, string | string[]>>): number =>
+  headers?.location !== undefined ? 302 : REASONS[reason].status;
+
 /** Answers a request on the proxy port with the refusal for `reason`. */
-export function rejectRequest(req: IncomingMessage, res: ServerResponse, reason: ReasonId, message?: string, rule?: string): void {
+export function rejectRequest(
+  req: IncomingMessage, res: ServerResponse, reason: ReasonId, message?: string, rule?: string, headers?: Readonly<Record<string, string | string[]>>,
+): void {
   const { type, body } = renderBody(reason, bodyKindFor(req.headers.accept), message, rule);
-  const status = REASONS[reason].status;
+  const status = refusalStatus(reason, headers);
   if (res.headersSent) {
     // The response already started: the only honest signal left is to cut the connection.
     res.destroy();
@@ -64,14 +71,19 @@ export function rejectRequest(req: IncomingMessage, res: ServerResponse, reason:
     'content-length': Buffer.byteLength(body),
     'cache-control': 'no-store',
     'x-egress-reason': reason,
+    ...headers,
   });
   res.end(body);
 }
 
 /** Writes a whole refusal on a raw socket (CONNECT, upgrades, parse errors) and closes it. */
-export function rejectSocket(socket: Socket, reason: ReasonId, accept?: string, message?: string, rule?: string): void {
+export function rejectSocket(
+  socket: Socket, reason: ReasonId, accept?: string, message?: string, rule?: string, headers?: Readonly<Record<string, string | string[]>>,
+): void {
   if (socket.destroyed) return;
-  const status = REASONS[reason].status;
+  const status = refusalStatus(reason, headers);
+  let extra = '';
+  for (const [name, v] of Object.entries(headers ?? {})) for (const one of Array.isArray(v) ? v : [v]) extra += `${name}: ${one}\r\n`;
   const { type, body } = renderBody(reason, bodyKindFor(accept), message, rule);
   if (!socket.writable) {
     socket.destroy();
@@ -80,7 +92,7 @@ export function rejectSocket(socket: Socket, reason: ReasonId, accept?: string, 
   socket.end(
     `HTTP/1.1 ${status} ${STATUS_TEXT[status] ?? 'Error'}\r\n` +
       `Content-Type: ${type}\r\nContent-Length: ${Buffer.byteLength(body)}\r\n` +
-      `X-Egress-Reason: ${reason}\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n` +
+      `X-Egress-Reason: ${reason}\r\nCache-Control: no-store\r\n${extra}Connection: close\r\n\r\n` +
       body,
   );
   // A client that never reads must not hold the socket open.

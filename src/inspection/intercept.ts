@@ -3,6 +3,8 @@ import { TLSSocket } from 'node:tls';
 import { openTunnel } from '../egress/tunnel.js';
 import type { Target } from '../egress/target.js';
 import type { AccessRecord } from '../logging/access-record.js';
+import { markSocket } from '../identity/authenticate.js';
+import type { Asked } from '../identity/principal.js';
 import { decide } from '../policy/decide.js';
 import type { ProxyRuntime } from '../runtime.js';
 import { peekClientHello } from './client-hello.js';
@@ -29,7 +31,7 @@ const MAX_HELLO = 16 * 1024 + 5;
  * server, where each request goes through the same pipeline as plain HTTP. The tunnel's own log
  * line is written when the client connection closes.
  */
-export function interceptTunnel(rt: ProxyRuntime, rec: AccessRecord, client: Socket, head: Buffer, target: Target, ip: string, done: () => void): void {
+export function interceptTunnel(rt: ProxyRuntime, rec: AccessRecord, client: Socket, head: Buffer, target: Target, ip: string, done: () => void, asked: Asked): void {
   const inspection = rt.inspection!;
   client.write(ESTABLISHED);
   rec.status = 200;
@@ -53,7 +55,11 @@ export function interceptTunnel(rt: ProxyRuntime, rec: AccessRecord, client: Soc
     if (peek.kind === 'not-tls') return fail('not_tls');
     const host = peek.sni ?? target.host;
     // Decided from the server name before any certificate is shown.
-    const d = decide(rt.current.policy, { kind: 'connect', host, port: target.port, scheme: 'https', source: client.remoteAddress });
+    const d = decide(rt.current.policy, {
+      kind: 'connect', host, port: target.port, scheme: 'https', source: client.remoteAddress, identity: asked.principal, device: asked.attributes,
+    });
+    // An anonymous browser awaiting sign-in is always terminated (never bypassed): inside, it is sent to sign in.
+    if (rec.signInPending) return terminate(rt, rec, client, buf, { host, port: target.port, clientIp: client.remoteAddress }, done, asked);
     if (d.action === 'deny') {
       rec.rule = d.rule;
       return fail(d.reason);
@@ -63,7 +69,7 @@ export function interceptTunnel(rt: ProxyRuntime, rec: AccessRecord, client: Soc
       openTunnel(rt, rec, client, buf, ip, target.port, done, false);
       return;
     }
-    terminate(rt, rec, client, buf, { host, port: target.port, clientIp: client.remoteAddress }, done);
+    terminate(rt, rec, client, buf, { host, port: target.port, clientIp: client.remoteAddress }, done, asked);
   };
   const onData = (d: Buffer): void => {
     buf = buf.length === 0 ? d : Buffer.concat([buf, d]);
@@ -80,7 +86,7 @@ function refusedCertificate(err: Error & { code?: string }): boolean {
   return err.code === 'ECONNRESET' || /alert (bad certificate|unknown ca|certificate unknown|certificate unsupported|certificate required|decrypt error)/i.test(err.message);
 }
 
-function terminate(rt: ProxyRuntime, rec: AccessRecord, client: Socket, hello: Buffer, tunnel: InterceptedTunnel, done: () => void): void {
+function terminate(rt: ProxyRuntime, rec: AccessRecord, client: Socket, hello: Buffer, tunnel: InterceptedTunnel, done: () => void, asked: Asked): void {
   const inspection = rt.inspection!;
   // Paused, so the replayed bytes stay buffered (a flowing socket would emit them to no one);
   // TLSSocket reads them first, then takes over the handle. Resuming the plain socket would stall it.
@@ -97,6 +103,7 @@ function terminate(rt: ProxyRuntime, rec: AccessRecord, client: Socket, hello: B
   tls.once('secure', () => {
     secure = true;
     (tls as TLSSocket & { [kIntercepted]?: InterceptedTunnel })[kIntercepted] = tunnel;
+    markSocket(tls, asked.principal, asked.device);
     inspection.server.emit('connection', tls);
   });
   tls.on('error', (err: Error) => {

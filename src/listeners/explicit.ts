@@ -10,44 +10,83 @@ import { errorCode, ProxyError } from '../errors/proxy-error.js';
 import { statusOf, type ReasonId } from '../errors/reasons.js';
 import { rejectSocket } from '../errors/reject.js';
 import { AccessRecord, loggedUrl } from '../logging/access-record.js';
-import { decide } from '../policy/decide.js';
+import { authenticate, challenges, deviceOf } from '../identity/authenticate.js';
+import type { Asked, Principal } from '../identity/principal.js';
+import { decide, deviceLevels } from '../policy/decide.js';
 import type { ProxyRuntime } from '../runtime.js';
 import { answerConnectProbe, answerProbe, PROBE_HOST } from './probe.js';
 import { parseAbsoluteTarget, parseConnectTarget, type Target } from './target.js';
 
+type Kind = 'http' | 'connect' | 'websocket';
+
 /**
- * Fills the record, asks policy and picks the address to dial; throws ProxyError on a deny so
- * every path refuses the same way. Policy is asked before DNS, unless an app is defined by
- * CIDRs: then the name is resolved first so those apps match on the address that will be dialled.
+ * Fills the record, establishes who is asking, asks policy and picks the address to dial; throws
+ * ProxyError on a deny so every path refuses the same way. Policy is asked before DNS, unless an
+ * app is defined by CIDRs: then the name is resolved first so those apps match on the address
+ * that will be dialled.
  */
-function admit(rt: ProxyRuntime, rec: AccessRecord, req: IncomingMessage, target: Target, kind: 'http' | 'connect' | 'websocket'): string | Promise<string> {
+function admit(rt: ProxyRuntime, rec: AccessRecord, req: IncomingMessage, target: Target, kind: Kind): string | Promise<string> {
   rec.scheme = target.scheme;
   rec.host = target.host;
   rec.port = target.port;
   rec.url = kind === 'connect' ? undefined : loggedUrl(target.scheme, target.host, target.port, target.path, rt.config.log.redact_query);
   if (viaContains(req.headers.via, rt.viaToken)) throw new ProxyError('proxy_loop', 'own Via entry seen');
+  const who = authenticate(rt, req, rec.client_ip);
+  return who instanceof Promise ? who.then((p) => admitAs(rt, rec, req, target, kind, p)) : admitAs(rt, rec, req, target, kind, who);
+}
+
+function admitAs(rt: ProxyRuntime, rec: AccessRecord, req: IncomingMessage, target: Target, kind: Kind, p: Principal): string | Promise<string> {
+  const device = deviceOf(req.socket);
+  const asked: Asked = { principal: p, device, attributes: device ? { id: device.id, ...rt.identity.devices?.attributes(device.id) } : undefined };
+  rec.asked = asked;
+  rec.identify(p, device, device ? deviceLevels(rt.current.policy, asked.attributes) : undefined);
+  rt.identity.admitted.track(req.socket, p, device);
   if (rt.current.policy.hasCidrApps && isIP(target.host) === 0) {
     const ip = chooseAddress(rt, target);
     const judged = (a: string): string => {
-      judge(rt, rec, req, target, kind, a);
+      judge(rt, rec, req, target, kind, a, asked);
       return a;
     };
     return typeof ip === 'string' ? judged(ip) : ip.then(judged);
   }
-  judge(rt, rec, req, target, kind, undefined);
+  judge(rt, rec, req, target, kind, undefined, asked);
   return chooseAddress(rt, target);
 }
 
-function judge(rt: ProxyRuntime, rec: AccessRecord, req: IncomingMessage, target: Target, kind: 'http' | 'connect' | 'websocket', resolved: string | undefined): void {
+function judge(rt: ProxyRuntime, rec: AccessRecord, req: IncomingMessage, target: Target, kind: Kind, resolved: string | undefined, asked: Asked): void {
   const d = decide(rt.current.policy, {
     kind, host: target.host, port: target.port, scheme: target.scheme, method: kind === 'connect' ? undefined : req.method,
-    path: kind === 'connect' ? undefined : target.path, source: rec.client_ip, resolved,
+    path: kind === 'connect' ? undefined : target.path, source: rec.client_ip, resolved, identity: asked.principal, device: asked.attributes,
   });
   rec.rule = d.rule;
   rec.policy_version = d.version;
   rec.inspectWanted = d.modifiers.inspect === true;
   if (d.report.length > 0) rec.report = d.report.map((h) => `${h.rule}:${h.action}`).join(',');
-  if (d.action === 'deny') throw new ProxyError(d.reason, d.rule, { rule: d.rule, publicMessage: d.message });
+  if (d.action === 'allow') return;
+  if (asked.principal.method === 'anonymous' && rt.identity.enabled && wantsIdentity(rt, d.rule)) {
+    const signIn = rt.identity.sessions;
+    const browser = signIn !== undefined && isBrowser(req);
+    // A browser's CONNECT is intercepted so the page inside can send it to sign in (when inspection can).
+    if (kind === 'connect' && browser && rt.inspection) {
+      rec.inspectWanted = true;
+      rec.signInPending = true;
+      return;
+    }
+    const url = kind === 'connect' ? undefined : `${target.scheme}://${target.hostHeader}${target.path}`;
+    const headers = browser && url !== undefined && req.method === 'GET' ? { location: signIn.loginUrl(url) } : challenges(rt.config.identity.realm);
+    throw new ProxyError('auth_required', `rule ${d.rule}`, { rule: d.rule, headers });
+  }
+  throw new ProxyError(d.reason, d.rule, { rule: d.rule, publicMessage: d.message });
+}
+
+/** Would an identity change the answer? True when nothing but the default, or a rule about anonymity, refused. */
+function wantsIdentity(rt: ProxyRuntime, rule: string): boolean {
+  return rule === 'default' || rt.current.policy.rules.find((r) => r.id === rule)?.anonymous === true;
+}
+
+/** Browsers can follow a sign-in redirect; other clients get 407 and a challenge. */
+function isBrowser(req: IncomingMessage): boolean {
+  return req.headers['user-agent']?.startsWith('Mozilla/') === true;
 }
 
 /**
@@ -117,7 +156,7 @@ async function onSocketExchange(
     await body(rec, done);
   } catch (err) {
     const pe = err instanceof ProxyError ? err : undefined;
-    rejectSocket(socket, rec.fail(err, rt.logger), req.headers.accept, pe?.publicMessage, pe?.rule);
+    rejectSocket(socket, rec.fail(err, rt.logger), req.headers.accept, pe?.publicMessage, pe?.rule, pe?.headers);
     done();
   }
 }
@@ -135,7 +174,7 @@ function onConnect(rt: ProxyRuntime, req: IncomingMessage, socket: Socket, head:
     rec.resolved_ip = ip;
     rec.decision = 'allow';
     rec.reason = 'allowed';
-    if (rec.inspectWanted && rt.inspection) interceptTunnel(rt, rec, socket, head, target, ip, done);
+    if (rec.inspectWanted && rt.inspection) interceptTunnel(rt, rec, socket, head, target, ip, done, rec.asked!);
     else openTunnel(rt, rec, socket, head, ip, target.port, done);
   });
 }

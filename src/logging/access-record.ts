@@ -1,6 +1,8 @@
 import type { IncomingMessage } from 'node:http';
 import { ProxyError, upstreamReason } from '../errors/proxy-error.js';
-import { isDenial, REASONS, type ReasonId } from '../errors/reasons.js';
+import { isDenial, type ReasonId } from '../errors/reasons.js';
+import { refusalStatus } from '../errors/reject.js';
+import type { Asked, Device, Principal } from '../identity/principal.js';
 import type { ProxyLogger } from './logger.js';
 
 /** What kind of exchange a log line describes. */
@@ -39,6 +41,19 @@ export class AccessRecord {
   /** Report-mode rules that matched, as rule:action pairs (what they would have done). */
   report: string | undefined;
   user_agent: string | undefined;
+  /** Identity, from verified credentials only: how it was established, and who. */
+  auth: 'anonymous' | 'token' | 'session' = 'anonymous';
+  user: string | undefined;
+  email: string | undefined;
+  groups: string | undefined;
+  service: string | undefined;
+  device_id: string | undefined;
+  /** The device's trust levels under the policy in force ("unknown" without a certificate). */
+  device_trust: string | undefined;
+  /** Who asked, as the request path established it (not logged as such: see `identify`). */
+  asked: Asked | undefined;
+  /** An anonymous browser's tunnel, intercepted so the pages inside can send it to sign in (not logged). */
+  signInPending = false;
   /** Policy asked for TLS interception of this tunnel (not logged: `inspected` says what happened). */
   inspectWanted = false;
   /** True when the proxy saw inside TLS (an intercepted request, or the tunnel that carried them). */
@@ -55,10 +70,21 @@ export class AccessRecord {
   fail(err: unknown, logger: ProxyLogger): ReasonId {
     const reason = err instanceof ProxyError ? err.reason : upstreamReason(err);
     this.reason = reason;
-    this.status = REASONS[reason].status;
+    this.status = refusalStatus(reason, err instanceof ProxyError ? err.headers : undefined);
     this.decision = isDenial(reason) ? 'deny' : 'error';
     if (reason === 'internal_error') logger.log.error({ err }, 'unexpected failure on the request path');
     return reason;
+  }
+
+  /** Notes who asked (verified principal, device and its trust levels). */
+  identify(p: Principal, device: Device | undefined, trust: readonly string[] | undefined): void {
+    this.auth = p.method;
+    this.user = p.user;
+    this.email = p.email;
+    this.groups = p.groups.length > 0 ? p.groups.join(',') : undefined;
+    this.service = p.service;
+    this.device_id = device?.id;
+    this.device_trust = trust?.join(',');
   }
 
   /** A record for a request as it arrives: client address, method and user agent filled in. */
@@ -76,7 +102,10 @@ export class AccessRecord {
       `${str('method', this.method)}${str('scheme', this.scheme)}${str('host', clip(this.host, 256))}${num('port', this.port)}` +
       `${str('url', clip(this.url, 1536))}${str('resolved_ip', this.resolved_ip)},"status":${this.status},"bytes_in":${this.bytes_in}` +
       `,"bytes_out":${this.bytes_out},"duration_ms":${ms},"decision":"${this.decision}","reason":"${this.reason}"` +
-      `${str('rule', this.rule)}${str('policy_version', this.policy_version)}${str('report', this.report)},"inspected":${this.inspected}${str('user_agent', clip(this.user_agent, 256))}}\n`;
+      `${str('rule', this.rule)}${str('policy_version', this.policy_version)}${str('report', this.report)},"inspected":${this.inspected}` +
+      `,"auth":"${this.auth}"${str('user', clip(this.user, 256))}${str('email', clip(this.email, 256))}${str('groups', clip(this.groups, 512))}` +
+      `${str('service', clip(this.service, 256))}${str('device_id', clip(this.device_id, 256))}${str('device_trust', this.device_trust)}` +
+      `${str('user_agent', clip(this.user_agent, 256))}}\n`;
   }
 
   /** Writes the line, once; later calls are ignored so every exit path may call it. */
