@@ -67,7 +67,7 @@ export async function startProxy(config: LoadedConfig, logger?: ProxyLogger, opt
     upstream,
     upstreamTls,
     logger: lg,
-    identity: { enabled: false, tokens: undefined, sessions: undefined, devices: undefined, admitted: new AdmittedConnections() },
+    identity: { enabled: false, tokens: undefined, sessions: undefined, devices: undefined, portal: undefined, admitted: new AdmittedConnections() },
     self: new SelfAddresses(),
     via: `1.1 ${config.node_id} (egress-proxy)`,
     viaToken: `${config.node_id} (egress-proxy)`,

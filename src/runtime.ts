@@ -28,6 +28,8 @@ export interface ProxyRuntime {
     tokens: import('./identity/principal.js').TokenAuthenticator | undefined;
     sessions: import('./identity/principal.js').SessionLookup | undefined;
     devices: import('./identity/principal.js').DeviceDirectory | undefined;
+    /** The sign-in portal's routes (/auth/...) on the admin listener. */
+    portal: { handle(req: import('node:http').IncomingMessage, res: import('node:http').ServerResponse): void } | undefined;
     admitted: import('./identity/admitted.js').AdmittedConnections;
   };
   readonly self: SelfAddresses;

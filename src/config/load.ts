@@ -32,6 +32,8 @@ export const ENV = {
 /** Config after loading: policy directory made absolute, node id filled in, frozen. */
 export type LoadedConfig = Readonly<Omit<ProxyConfig, 'workers'> & {
   node_id: string; workers: number; policiesDir: string; configFile: string | undefined; caDir: string; upstreamCaFile: string | undefined;
+  /** Directory that relative file names in the config are resolved against (the config file's, else the working directory). */
+  baseDir: string;
 }>;
 
 function deepFreeze<T>(value: T): T {
@@ -114,5 +116,6 @@ export function loadConfig(opts: StartOverrides = {}, env: NodeJS.ProcessEnv = p
     caDir: resolve(baseDir, parsed.inspection.ca_dir),
     upstreamCaFile: parsed.inspection.upstream_ca_file ? resolve(baseDir, parsed.inspection.upstream_ca_file) : undefined,
     configFile,
+    baseDir,
   });
 }

@@ -41,6 +41,8 @@ export interface DevIdp {
   server: Server;
   users: DevUser[];
   services: DevService[];
+  /** The proxy's sign-in client, when one was registered. */
+  portal: DevIdpOptions['portal'];
   /** A client-credentials access token (a JWT) for `clientId`. */
   serviceToken(clientId?: string): Promise<string>;
   close(): Promise<void>;
@@ -134,7 +136,7 @@ export async function startDevIdp(o: DevIdpOptions = {}): Promise<DevIdp> {
     return j.access_token;
   };
   return {
-    issuer, provider, server, users, services, serviceToken,
+    issuer, provider, server, users, services, portal: o.portal, serviceToken,
     close: async () => {
       server.closeAllConnections();
       await new Promise<void>((r) => server.close(() => r()));

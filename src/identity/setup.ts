@@ -1,6 +1,9 @@
 import { randomBytes } from 'node:crypto';
 import type { ProxyRuntime } from '../runtime.js';
 import type { DevIdp } from './dev-idp.js';
+import { createDeviceDirectory } from './devices.js';
+import { setupSignIn } from './sign-in.js';
+import { createTokenVerifier } from './tokens.js';
 
 /** What identity set-up started and must stop (the dev identity provider, timers). */
 export interface IdentityHandle {
@@ -22,12 +25,20 @@ export async function setupIdentity(rt: ProxyRuntime, o: { dev: boolean }): Prom
   if (issuer === undefined && o.dev) {
     // Loaded only in dev mode: the provider and its web framework cost ~20 MB of memory.
     const { startDevIdp } = await import('./dev-idp.js');
+    const portal = cfg.sign_in.portal_url ?? `http://${rt.config.admin}`;
     devIdp = await startDevIdp({
-      portal: { clientId: cfg.sign_in.client_id, clientSecret: randomBytes(24).toString('hex'), redirectUris: [], postLogoutRedirectUris: [] },
+      portal: {
+        clientId: cfg.sign_in.client_id, clientSecret: randomBytes(24).toString('hex'),
+        redirectUris: [`${portal}/auth/callback`], postLogoutRedirectUris: [`${portal}/auth/signed-out`],
+      },
     });
     issuer = devIdp.issuer;
   }
   rt.identity.enabled = issuer !== undefined;
+  if (issuer !== undefined) rt.identity.tokens = await createTokenVerifier(rt, issuer);
+  const signIn = issuer !== undefined ? await setupSignIn(rt, issuer, devIdp) : undefined;
+  const devices = createDeviceDirectory(rt);
+  rt.identity.devices = devices;
   rt.identity.admitted.start(cfg.revalidate_s * 1000, () => ({ sessions: rt.identity.sessions, devices: rt.identity.devices }), (n) => {
     rt.logger.log.info({ connections: n }, 'ended connections whose credential expired or was revoked');
   });
@@ -36,6 +47,8 @@ export async function setupIdentity(rt: ProxyRuntime, o: { dev: boolean }): Prom
     devIdp,
     close: async () => {
       rt.identity.admitted.stop();
+      signIn?.close();
+      devices?.close();
       await devIdp?.close();
     },
   };

@@ -14,6 +14,8 @@ export function createAdminServer(rt: ProxyRuntime): Server {
       res.writeHead(status, { 'content-type': type, 'content-length': Buffer.byteLength(body), 'cache-control': 'no-store' });
       res.end(req.method === 'HEAD' ? undefined : body);
     };
+    // The sign-in portal lives on this origin (its own methods and cookies).
+    if (path?.startsWith('/auth/') && rt.identity.portal) return rt.identity.portal.handle(req, res);
     if (req.method !== 'GET' && req.method !== 'HEAD') return send(405, 'text/plain', 'method not allowed\n');
     switch (path) {
       case '/healthz':
