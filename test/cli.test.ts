@@ -79,9 +79,21 @@ describe('egress-proxy CLI', () => {
       expect(await health.body.json()).toMatchObject({ status: 'ok' });
       const ready = await request(`http://127.0.0.1:${p.adminPort}/readyz`);
       expect(ready.statusCode).toBe(200);
-      // The shipped policy denies loopback destinations.
-      const r = await run('curl', ['-sS', '-i', '-x', p.url, 'http://127.0.0.2/'], { env: cleanEnv() });
+      // The shipped policy wants an identity: anonymous clients are asked for one...
+      const anon = await run('curl', ['-sS', '-i', '-x', p.url, 'http://127.0.0.2/'], { env: cleanEnv() });
+      expect(anon.stdout).toMatch(/^HTTP\/1\.1 407/);
+      expect(anon.stdout).toMatch(/x-egress-reason: auth_required/i);
+      expect(anon.stdout).toMatch(/proxy-authenticate: Basic realm="egress-proxy"/i);
+      // ...and the token dev mode prints works (the dev identity provider is real), and the
+      // shipped policy still denies loopback destinations.
+      const proxyWithToken = /-x (http:\/\/ci-runner:[\w.-]+@127\.0\.0\.1:\d+) /.exec(p.stderr())?.[1];
+      expect(proxyWithToken).toBeDefined();
+      const r = await run('curl', ['-sS', '-i', '-x', proxyWithToken!, 'http://127.0.0.2/'], { env: cleanEnv() });
       expect(r.stdout).toMatch(/x-egress-reason: dest_private_address/i);
+      const found = (): string | undefined => p.stdout().split('\n').find((l) => l.includes('"type":"access"') && l.includes('dest_private_address'));
+      for (let i = 0; i < 40 && !found(); i++) await new Promise((r) => setTimeout(r, 50)); // lines are flushed every 250 ms
+      expect(JSON.parse(found()!)).toMatchObject({ auth: 'token', service: 'ci-runner' });
+      expect(p.stdout()).not.toContain(proxyWithToken!.split(':')[2]!.split('@')[0]!);
     } finally {
       p.child.kill('SIGTERM');
       expect(await p.exited).toBe(0);

@@ -47,6 +47,19 @@ describe('PAC file', () => {
     expect(await pac.find(url)).toBe(expected);
   });
 
+  it('sends browsers DIRECT to the sign-in portal (through the proxy it would be refused as the proxy itself)', async () => {
+    const withPortal = await startTestProxy({ identity: { sign_in: { portal_url: 'https://login.corp.example:8443/' } } });
+    try {
+      const pac = await pacFor(withPortal);
+      expect(await pac.find('https://login.corp.example:8443/auth/login')).toBe('DIRECT');
+      expect(await pac.find('https://example.com/')).toBe(`PROXY 127.0.0.1:${withPortal.port}`);
+    } finally {
+      await withPortal.close();
+    }
+    // Without identity there is no portal, and nothing extra goes DIRECT.
+    expect(await (await pacFor(proxy)).find('https://login.corp.example/')).toBe('PROXY proxy.corp.example:3128');
+  });
+
   it('adds a DIRECT fallback only when configured', async () => {
     const open = await startTestProxy({ pac: { fallback_direct: true } });
     try {

@@ -29,7 +29,26 @@ interface StartOptions {
 
 const hostPort = (a: AddressInfo): string => (a.family === 'IPv6' ? `[${a.address}]:${a.port}` : `${a.address}:${a.port}`);
 
-function banner(listen: string, admin: string, caFile: string | undefined): string {
+/** What dev mode prints about identity: a ready workload token and where browsers sign in. */
+export interface DevIdentityHints {
+  issuer: string;
+  service: string;
+  token: string;
+  tokenCommand: string;
+}
+
+function identityLines(listen: string, admin: string, caFile: string | undefined, id: DevIdentityHints): string[] {
+  const cacert = caFile ? `--cacert ${caFile} ` : '';
+  return [
+    `Identity (dev identity provider at ${id.issuer}):`,
+    `  workload token for "${id.service}" (valid 8 h):`,
+    `  curl ${cacert}-x http://${id.service}:${id.token}@${listen} https://example.com`,
+    `  a fresh token: ${id.tokenCommand}`,
+    `  browsers sign in at http://${admin}/auth/ (sample users: alice, bob)`,
+  ];
+}
+
+function banner(listen: string, admin: string, caFile: string | undefined, id?: DevIdentityHints): string {
   const proxy = `http://${listen}`;
   return [
     '',
@@ -41,6 +60,7 @@ function banner(listen: string, admin: string, caFile: string | undefined): stri
     `  NODE_USE_ENV_PROXY=1 node -e "fetch('https://example.com').then(r => console.log(r.status))"`,
     `  egress-proxy doctor --proxy ${proxy}`,
     `Browsers: PAC file at http://${admin}/proxy.pac`,
+    ...(id ? ['', ...identityLines(listen, admin, caFile, id)] : []),
     '',
   ].join('\n');
 }
@@ -94,7 +114,16 @@ export function registerStart(program: Command): void {
         exitOnStartError(config.policiesDir, err);
       }
       if (opts.dev && cluster.isPrimary) {
-        process.stderr.write(banner(hostPort(proxy.proxyAddress), hostPort(proxy.adminAddress), proxy.runtime.inspection?.ca.certFile));
+        const idp = proxy.identity.devIdp;
+        let hints: DevIdentityHints | undefined;
+        if (idp) {
+          const svc = idp.services[0]!;
+          hints = {
+            issuer: idp.issuer, service: svc.clientId, token: await idp.serviceToken(svc.clientId),
+            tokenCommand: `curl -s -u ${svc.clientId}:${svc.clientSecret} -d grant_type=client_credentials -d scope=proxy -d resource=urn:egress-proxy ${idp.issuer}/token`,
+          };
+        }
+        process.stderr.write(banner(hostPort(proxy.proxyAddress), hostPort(proxy.adminAddress), proxy.runtime.inspection?.ca.certFile, hints));
       }
       process.on('exit', () => proxy.runtime.logger.flush());
       // Idempotent: under a supervisor (or systemd's control group) a worker may get the signal twice.

@@ -37,6 +37,14 @@ export interface UpstreamHeaderOptions {
   keepUpgrade?: boolean;
 }
 
+/** The proxy's own cookies (sign-in session) start with this; they are credentials for the proxy. */
+const PROXY_COOKIE = '__Host-egress-';
+
+/** A Cookie header without the proxy's own cookies: a destination must never see a proxy credential. */
+export function withoutProxyCookies(value: string): string {
+  return value.split(';').map((p) => p.trim()).filter((p) => p !== '' && !p.startsWith(PROXY_COOKIE)).join('; ');
+}
+
 /**
  * Builds the header list sent upstream from the client's raw headers: hop-by-hop and spoofable
  * headers dropped, Host rebuilt from the absolute URI (never the client's Host), Via appended.
@@ -53,6 +61,11 @@ export function upstreamHeaders(raw: readonly string[], connection: string | und
       continue;
     }
     if (name === 'expect') continue; // answered by the proxy itself (see listeners/explicit.ts)
+    if (name === 'cookie' && raw[i + 1]!.includes(PROXY_COOKIE)) {
+      const kept = withoutProxyCookies(raw[i + 1]!);
+      if (kept !== '') out.push(raw[i]!, kept);
+      continue;
+    }
     out.push(raw[i]!, raw[i + 1]!);
   }
   if (o.keepUpgrade) out.push('connection', 'Upgrade', 'upgrade', 'websocket');

@@ -25,8 +25,9 @@ export async function setupIdentity(rt: ProxyRuntime, o: { dev: boolean }): Prom
   if (issuer === undefined && o.dev) {
     // Loaded only in dev mode: the provider and its web framework cost ~20 MB of memory.
     const { startDevIdp } = await import('./dev-idp.js');
-    const portal = cfg.sign_in.portal_url ?? `http://${rt.config.admin}`;
+    const portal = (cfg.sign_in.portal_url ?? `http://${rt.config.admin}`).replace(/\/+$/, '');
     devIdp = await startDevIdp({
+      accessTokenTtl: 8 * 3600,
       portal: {
         clientId: cfg.sign_in.client_id, clientSecret: randomBytes(24).toString('hex'),
         redirectUris: [`${portal}/auth/callback`], postLogoutRedirectUris: [`${portal}/auth/signed-out`],
@@ -35,7 +36,8 @@ export async function setupIdentity(rt: ProxyRuntime, o: { dev: boolean }): Prom
     issuer = devIdp.issuer;
   }
   rt.identity.enabled = issuer !== undefined;
-  if (issuer !== undefined) rt.identity.tokens = await createTokenVerifier(rt, issuer);
+  const tokens = issuer !== undefined ? await createTokenVerifier(rt, issuer) : undefined;
+  rt.identity.tokens = tokens;
   const signIn = issuer !== undefined ? await setupSignIn(rt, issuer, devIdp) : undefined;
   const devices = createDeviceDirectory(rt);
   rt.identity.devices = devices;
@@ -49,6 +51,7 @@ export async function setupIdentity(rt: ProxyRuntime, o: { dev: boolean }): Prom
       rt.identity.admitted.stop();
       signIn?.close();
       devices?.close();
+      await tokens?.close();
       await devIdp?.close();
     },
   };

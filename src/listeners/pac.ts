@@ -6,6 +6,13 @@ function v4Mask(prefix: number): string {
   return [24, 16, 8, 0].map((s) => (m >>> s) & 255).join('.');
 }
 
+/** The host of the sign-in portal (portal_url, else the admin listener), when an issuer is configured. */
+function portalHost(config: LoadedConfig): string | undefined {
+  if (config.identity.issuer === undefined && config.identity.sign_in.portal_url === undefined) return undefined;
+  const url = config.identity.sign_in.portal_url ?? `http://${config.admin}`;
+  return new URL(url).hostname.replace(/^\[|\]$/g, '').toLowerCase();
+}
+
 /**
  * Generates the PAC file: DIRECT for the configured internal domains and networks, this proxy
  * for everything else, and no DIRECT fallback unless the config asks for one (fail closed).
@@ -13,6 +20,10 @@ function v4Mask(prefix: number): string {
 export function renderPac(config: LoadedConfig, listenAddress: string): string {
   const proxy = config.pac.proxy ?? listenAddress;
   const domains = config.pac.direct_domains.map((d) => d.replace(/^\*\./, '.').toLowerCase());
+  // Browsers reach the sign-in portal directly: through the proxy it would be refused as the
+  // proxy's own address, and the portal must see the browser's own address to bind it.
+  const portal = portalHost(config);
+  if (portal && !domains.includes(portal)) domains.push(portal);
   const nets = config.pac.direct_cidrs
     .map((c) => parseCidr(c)!)
     .filter((c) => c.family === 'ipv4')

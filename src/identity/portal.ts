@@ -1,0 +1,266 @@
+import { timingSafeEqual } from 'node:crypto';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import {
+  authorizationCodeGrant, buildAuthorizationUrl, buildEndSessionUrl, calculatePKCECodeChallenge, randomNonce,
+  randomPKCECodeVerifier, randomState, type Configuration,
+} from 'openid-client';
+import type { Logger } from 'pino';
+import { unmapV4 } from '../config/fields.js';
+import { deviceOf } from './authenticate.js';
+import { AUTH_COOKIE, readCookie, SESSION_COOKIE, type SessionClaims, type SessionStore } from './sessions.js';
+
+/** Reasons the portal answers with (header X-Egress-Reason and the portal's log lines). */
+export type PortalReason =
+  | 'signin_not_started' | 'signin_state_mismatch' | 'signin_refused' | 'signin_failed' | 'signin_claims'
+  | 'signout_csrf' | 'identity_unavailable' | 'bad_request' | 'method_not_allowed';
+
+const AUTH_TTL_S = 600;
+const MAX_RD = 2048;
+/** Leaves room for the cookie's name and attributes within the 4 KiB browsers keep. */
+const MAX_SESSION_COOKIE = 3800;
+
+/**
+ * Where to send the browser after sign-in: an absolute http(s) URL without credentials, at most
+ * 2 KiB; anything else (javascript:, //host, relative paths, control characters) gets `fallback`.
+ * Any http(s) destination is a legitimate return target: this is a forward proxy.
+ */
+export function safeReturnTo(rd: string | null | undefined, fallback: string): string {
+  if (!rd || rd.length > MAX_RD || !/^https?:\/\/[^/\\]/i.test(rd) || /[\u0000-\u0020\u007f\\]/.test(rd)) return fallback;
+  let u: URL;
+  try {
+    u = new URL(rd);
+  } catch {
+    return fallback;
+  }
+  if ((u.protocol !== 'http:' && u.protocol !== 'https:') || u.username !== '' || u.password !== '' || u.hostname === '') return fallback;
+  return u.href;
+}
+
+/** What the portal needs from sign-in set-up. */
+export interface PortalOptions {
+  store: SessionStore;
+  /** The OIDC client configuration (discovery, retried on failure). */
+  oidc: () => Promise<Configuration>;
+  /** Public URL of the portal, no trailing slash. */
+  portal: string;
+  scopes: string[];
+  claims: { user: string; email: string; groups: string };
+  ttlS: number;
+  log: Logger;
+}
+
+class PortalError extends Error {
+  constructor(readonly status: number, readonly reason: PortalReason, readonly publicText: string, readonly detail?: string) {
+    super(detail ?? publicText);
+  }
+}
+
+const escape = (s: string): string => s.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
+
+/** Cookies only for this origin (`__Host-`), never readable by scripts, not sent on cross-site subrequests. */
+function cookie(name: string, value: string, maxAgeS: number): string {
+  return `${name}=${value}; Path=/; Secure; HttpOnly; SameSite=Lax; Max-Age=${maxAgeS}`;
+}
+
+function strEqual(a: string, b: string): boolean {
+  const x = Buffer.from(a);
+  const y = Buffer.from(b);
+  return x.length === y.length && timingSafeEqual(x, y);
+}
+
+/** A network failure reaching the identity provider, rather than an answer from it. */
+function unreachable(err: unknown): boolean {
+  const cause = (err as { cause?: { code?: unknown } } | undefined)?.cause;
+  const code = (err as { code?: unknown } | undefined)?.code;
+  return (typeof cause?.code === 'string' && /^(E[A-Z]+|UND_ERR)/.test(cause.code)) || code === 'OAUTH_TIMEOUT' || (err instanceof TypeError && err.message === 'fetch failed');
+}
+
+/** The sign-in portal's routes under /auth/ on the admin listener. */
+export class Portal {
+  private readonly o: PortalOptions;
+  private readonly origin: string;
+
+  constructor(o: PortalOptions) {
+    this.o = o;
+    this.origin = new URL(o.portal).origin;
+  }
+
+  /** Serves one /auth/ request; never throws. */
+  handle(req: IncomingMessage, res: ServerResponse): void {
+    this.route(req, res).catch((err: unknown) => {
+      const pe = err instanceof PortalError ? err : new PortalError(500, 'signin_failed', 'The sign-in portal failed unexpectedly.', String(err));
+      const level = pe.status >= 500 ? 'error' : 'warn';
+      this.o.log[level]({ event: 'sign_in_failed', reason: pe.reason, client_ip: clientIp(req), detail: pe.detail }, 'sign-in portal refused a request');
+      if (res.headersSent) {
+        res.destroy();
+        return;
+      }
+      const again = pe.reason.startsWith('signin_') && pe.reason !== 'signin_refused' ? '<p><a href="/auth/login">Sign in again</a></p>' : '';
+      this.page(res, pe.status, 'Sign-in problem', `<h1>Sign-in problem</h1><p>${escape(pe.publicText)}</p>${again}`, { 'x-egress-reason': pe.reason });
+    });
+  }
+
+  private async route(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const url = new URL(req.url ?? '/', this.origin);
+    const route = `${req.method} ${url.pathname}`;
+    switch (route) {
+      case 'GET /auth/login': return this.login(url, res);
+      case 'GET /auth/callback': return this.callback(req, url, res);
+      case 'GET /auth/': return this.home(req, res);
+      case 'POST /auth/logout': return this.logout(req, res);
+      case 'GET /auth/signed-out':
+        return this.page(res, 200, 'Signed out', '<h1>Signed out</h1><p>You are signed out of the egress proxy.</p><p><a href="/auth/login">Sign in again</a></p>');
+      default:
+        if (['/auth/login', '/auth/callback', '/auth/', '/auth/logout', '/auth/signed-out'].includes(url.pathname)) {
+          throw new PortalError(405, 'method_not_allowed', 'Method not allowed.');
+        }
+        this.page(res, 404, 'Not found', '<h1>Not found</h1>');
+    }
+  }
+
+  /** Starts a sign-in: state, nonce and PKCE verifier sealed in a cookie for this browser, then off to the IdP. */
+  private async login(url: URL, res: ServerResponse): Promise<void> {
+    const rd = safeReturnTo(url.searchParams.get('rd'), `${this.o.portal}/auth/`);
+    const cfg = await this.config();
+    const verifier = randomPKCECodeVerifier();
+    const state = randomState();
+    const nonce = randomNonce();
+    const sealed = await this.o.store.sealAuth({ state, nonce, verifier, rd }, AUTH_TTL_S);
+    const to = buildAuthorizationUrl(cfg, {
+      redirect_uri: `${this.o.portal}/auth/callback`, scope: this.o.scopes.join(' '), state, nonce,
+      code_challenge: await calculatePKCECodeChallenge(verifier), code_challenge_method: 'S256',
+    });
+    this.redirect(res, 302, to.href, [cookie(AUTH_COOKIE, sealed, AUTH_TTL_S)]);
+  }
+
+  /** Finishes a sign-in: the state must match this browser's auth cookie (no login CSRF), then the code is exchanged. */
+  private async callback(req: IncomingMessage, url: URL, res: ServerResponse): Promise<void> {
+    const auth = this.o.store.openAuth(readCookie(req.headers.cookie, AUTH_COOKIE));
+    if (!auth) throw new PortalError(400, 'signin_not_started', 'This sign-in was not started in this browser, or took longer than 10 minutes.');
+    if (!strEqual(url.searchParams.get('state') ?? '', auth.state)) {
+      throw new PortalError(400, 'signin_state_mismatch', 'This sign-in answer does not belong to the sign-in this browser started.');
+    }
+    const idpError = url.searchParams.get('error');
+    if (idpError !== null) {
+      throw new PortalError(403, 'signin_refused', 'The identity provider did not sign you in.', `${idpError.slice(0, 64)}: ${(url.searchParams.get('error_description') ?? '').slice(0, 200)}`);
+    }
+    const cfg = await this.config();
+    const current = new URL(`${this.o.portal}/auth/callback${url.search}`);
+    let claims: Record<string, unknown> | undefined;
+    try {
+      const tokens = await authorizationCodeGrant(cfg, current, { pkceCodeVerifier: auth.verifier, expectedState: auth.state, expectedNonce: auth.nonce, idTokenExpected: true });
+      claims = tokens.claims();
+    } catch (err) {
+      if (unreachable(err)) throw new PortalError(503, 'identity_unavailable', 'The identity provider cannot be reached; try again shortly.', String(err));
+      throw new PortalError(502, 'signin_failed', 'The identity provider\'s answer could not be verified.', String(err));
+    }
+    const c = this.sessionClaims(claims);
+    const old = this.o.store.open(readCookie(req.headers.cookie, SESSION_COOKIE));
+    const { value, principal } = await this.o.store.create(c);
+    if (value.length > MAX_SESSION_COOKIE) {
+      throw new PortalError(403, 'signin_claims', 'Your account has too many groups for a session; ask the identity team to limit the groups claim sent to the proxy.', `${c.groups.length} groups`);
+    }
+    // The previous session of this browser ends: one browser, one session.
+    if (old) this.o.store.revoke(old);
+    const ip = clientIp(req);
+    this.o.store.bind(principal, ip, deviceOf(req.socket));
+    this.o.log.info({ event: 'sign_in', user: principal.user, groups: principal.groups.join(','), session: principal.sessionId, client_ip: ip }, 'signed in');
+    this.redirect(res, 302, safeReturnTo(auth.rd, `${this.o.portal}/auth/`), [cookie(AUTH_COOKIE, '', 0), cookie(SESSION_COOKIE, value, this.o.ttlS)]);
+  }
+
+  /** Reads the ID token claims configured in identity.claims; an unverified email is left out. */
+  private sessionClaims(claims: Record<string, unknown> | undefined): SessionClaims {
+    const user = claims?.[this.o.claims.user];
+    if (typeof user !== 'string' || user === '' || user.length > 256) {
+      throw new PortalError(403, 'signin_claims', 'The identity provider did not say who you are.', `claim ${this.o.claims.user} missing or not a string`);
+    }
+    const mail = claims?.[this.o.claims.email];
+    const email = typeof mail === 'string' && mail.length <= 256 && claims?.email_verified !== false ? mail : undefined;
+    const raw = claims?.[this.o.claims.groups];
+    const list = typeof raw === 'string' ? [raw] : Array.isArray(raw) ? raw : [];
+    const groups = [...new Set(list.filter((g): g is string => typeof g === 'string' && g !== '' && g.length <= 256))];
+    return { user, email, groups };
+  }
+
+  /** Who you are signed in as, with a sign-out button. */
+  private home(req: IncomingMessage, res: ServerResponse): void {
+    const p = this.o.store.open(readCookie(req.headers.cookie, SESSION_COOKIE));
+    if (!p) {
+      this.page(res, 200, 'Not signed in', '<h1>Not signed in</h1><p><a href="/auth/login">Sign in</a></p>');
+      return;
+    }
+    const until = new Date(p.expiresAt!).toISOString();
+    this.page(res, 200, 'Signed in', `<h1>Signed in</h1><p>As <b id="user">${escape(p.user ?? '')}</b>` +
+      `${p.email ? ` (<span id="email">${escape(p.email)}</span>)` : ''}, groups <span id="groups">${escape(p.groups.join(', ') || 'none')}</span>, until ${until}.</p>` +
+      `<form method="post" action="/auth/logout"><input type="hidden" name="csrf" value="${this.o.store.csrfToken(p.sessionId!)}">` +
+      '<button id="signout" type="submit">Sign out</button></form>');
+  }
+
+  /** Signs out: CSRF-checked, the session and its bindings end, then the IdP's own sign-out if it has one. */
+  private async logout(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const origin = req.headers.origin;
+    if (origin !== undefined && origin !== this.origin) throw new PortalError(403, 'signout_csrf', 'Sign out from the portal page.', `origin ${origin.slice(0, 200)}`);
+    const form = new URLSearchParams(await readBody(req));
+    const p = this.o.store.open(readCookie(req.headers.cookie, SESSION_COOKIE));
+    const clear = [cookie(SESSION_COOKIE, '', 0)];
+    if (!p) {
+      this.redirect(res, 303, '/auth/signed-out', clear);
+      return;
+    }
+    if (!strEqual(form.get('csrf') ?? '', this.o.store.csrfToken(p.sessionId!))) throw new PortalError(403, 'signout_csrf', 'Sign out from the portal page.', 'csrf token mismatch');
+    this.o.store.revoke(p);
+    this.o.log.info({ event: 'sign_out', user: p.user, session: p.sessionId, client_ip: clientIp(req) }, 'signed out');
+    const done = `${this.o.portal}/auth/signed-out`;
+    let to = done;
+    try {
+      const cfg = await this.o.oidc();
+      if (cfg.serverMetadata().end_session_endpoint) to = buildEndSessionUrl(cfg, { post_logout_redirect_uri: done }).href;
+    } catch {
+      // The IdP is unreachable: the proxy session has ended all the same.
+    }
+    this.redirect(res, 303, to, clear);
+  }
+
+  private async config(): Promise<Configuration> {
+    try {
+      return await this.o.oidc();
+    } catch (err) {
+      throw new PortalError(503, 'identity_unavailable', 'The identity provider cannot be reached; try again shortly.', String(err));
+    }
+  }
+
+  private headers(): Record<string, string> {
+    return {
+      'cache-control': 'no-store', 'referrer-policy': 'same-origin', 'x-frame-options': 'DENY', 'x-content-type-options': 'nosniff',
+      'content-security-policy': "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'",
+    };
+  }
+
+  private page(res: ServerResponse, status: number, title: string, body: string, extra: Record<string, string> = {}): void {
+    const html = `<!doctype html><html><head><meta charset="utf-8"><title>${escape(title)}</title></head>` +
+      `<body style="font-family:sans-serif;max-width:32em;margin:3em auto">${body}</body></html>`;
+    res.writeHead(status, { ...this.headers(), ...extra, 'content-type': 'text/html; charset=utf-8', 'content-length': Buffer.byteLength(html) });
+    res.end(html);
+  }
+
+  private redirect(res: ServerResponse, status: number, location: string, cookies: string[]): void {
+    res.writeHead(status, { ...this.headers(), location, 'set-cookie': cookies, 'content-length': 0 });
+    res.end();
+  }
+}
+
+function clientIp(req: IncomingMessage): string | undefined {
+  const a = req.socket.remoteAddress;
+  return a === undefined ? undefined : unmapV4(a);
+}
+
+async function readBody(req: IncomingMessage): Promise<string> {
+  const chunks: Buffer[] = [];
+  let n = 0;
+  for await (const c of req) {
+    n += (c as Buffer).length;
+    if (n > 4096) throw new PortalError(400, 'bad_request', 'The form is too large.');
+    chunks.push(c as Buffer);
+  }
+  return Buffer.concat(chunks).toString('utf8');
+}
