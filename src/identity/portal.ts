@@ -7,12 +7,13 @@ import {
 import type { Logger } from 'pino';
 import { unmapV4 } from '../config/fields.js';
 import { deviceOf } from './authenticate.js';
+import type { ReasonId } from '../errors/reasons.js';
 import { AUTH_COOKIE, readCookie, SESSION_COOKIE, type SessionClaims, type SessionStore } from './sessions.js';
 
 /** Reasons the portal answers with (header X-Egress-Reason and the portal's log lines). */
-export type PortalReason =
+export type PortalReason = Extract<ReasonId,
   | 'signin_not_started' | 'signin_state_mismatch' | 'signin_refused' | 'signin_failed' | 'signin_claims'
-  | 'signout_csrf' | 'identity_unavailable' | 'bad_request' | 'method_not_allowed';
+  | 'signout_csrf' | 'identity_unavailable' | 'bad_request' | 'method_not_allowed'>;
 
 const AUTH_TTL_S = 600;
 const MAX_RD = 2048;
