@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 import { Command } from 'commander';
 import { registerCa } from './cli/ca.js';
+import { registerDevices } from './cli/devices.js';
 import { registerDoctor } from './cli/doctor.js';
 import { registerPolicy } from './cli/policy.js';
 import { registerSchema } from './cli/schema.js';
@@ -17,5 +18,6 @@ registerDoctor(program);
 registerSchema(program);
 registerPolicy(program);
 registerCa(program);
+registerDevices(program);
 
 await program.parseAsync(process.argv);

@@ -16,6 +16,7 @@ import { Resolver } from './egress/resolve.js';
 import { SelfAddresses } from './egress/self.js';
 import { createAdminServer } from './listeners/admin.js';
 import { createExplicitServer } from './listeners/explicit.js';
+import { startDeviceListener } from './listeners/mtls.js';
 import { createLogger, type ProxyLogger } from './logging/logger.js';
 import { loadPolicyDir } from './policy/load.js';
 import { PolicyReloader } from './policy/reload.js';
@@ -26,6 +27,8 @@ export interface RunningProxy {
   runtime: ProxyRuntime;
   proxyAddress: AddressInfo;
   adminAddress: AddressInfo;
+  /** The device (mTLS) listener's address, when it runs. */
+  deviceAddress?: AddressInfo;
   /** The identity provider in force (configured or dev) and what identity set-up started. */
   identity: IdentityHandle;
   /** Stops accepting, lets in-flight work finish up to the drain timeout, then closes everything. */
@@ -100,11 +103,21 @@ export async function startProxy(config: LoadedConfig, logger?: ProxyLogger, opt
     proxyServer.close();
     throw err;
   }
+  let devices;
+  try {
+    devices = await startDeviceListener(rt, { dev: options.dev === true });
+  } catch (err) {
+    proxyServer.close();
+    adminServer.close();
+    await identity.close();
+    throw err;
+  }
+  if (devices) rt.self.add(devices.address.address, devices.address.port);
   rt.listenAddress = proxyAddress.family === 'IPv6' ? `[${proxyAddress.address}]:${proxyAddress.port}` : `${proxyAddress.address}:${proxyAddress.port}`;
   rt.self.add(proxyAddress.address, proxyAddress.port);
   rt.self.add(adminAddress.address, adminAddress.port);
   if (config.watch_policies) reloader.watch();
-  lg.log.info({ listen: proxyAddress, admin: adminAddress, policy_version: policy.version, policy_files: policy.files }, 'egress-proxy ready');
+  lg.log.info({ listen: proxyAddress, admin: adminAddress, devices: devices?.address, policy_version: policy.version, policy_files: policy.files }, 'egress-proxy ready');
   lg.flush(); // whoever waits for "ready" should not wait for a full block
 
   let draining: Promise<void> | undefined;
@@ -116,15 +129,19 @@ export async function startProxy(config: LoadedConfig, logger?: ProxyLogger, opt
       proxyServer.close();
       proxyServer.closeIdleConnections();
       rt.inspection?.server.closeIdleConnections();
+      devices?.stopAccepting();
+      devices?.closeIdle();
       const deadline = Date.now() + config.limits.drain_timeout_ms;
       while (rt.active > 0 && Date.now() < deadline) {
         await new Promise((r) => setTimeout(r, 50));
         proxyServer.closeIdleConnections();
         rt.inspection?.server.closeIdleConnections();
+        devices?.closeIdle();
       }
       if (rt.active > 0) lg.log.warn({ active: rt.active }, 'drain timeout reached; closing what is left');
       proxyServer.closeAllConnections();
       rt.inspection?.server.closeAllConnections();
+      devices?.closeAll();
       for (const s of rt.tunnels) s.destroy();
       adminServer.close();
       adminServer.closeAllConnections();
@@ -133,5 +150,5 @@ export async function startProxy(config: LoadedConfig, logger?: ProxyLogger, opt
       lg.log.info('stopped');
       lg.flush();
     })());
-  return { runtime: rt, proxyAddress, adminAddress, identity, drain, reload: () => reloader.reload('SIGHUP') };
+  return { runtime: rt, proxyAddress, adminAddress, deviceAddress: devices?.address, identity, drain, reload: () => reloader.reload('SIGHUP') };
 }

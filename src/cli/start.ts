@@ -3,6 +3,8 @@ import cluster from 'node:cluster';
 import type { AddressInfo } from 'node:net';
 import { ENV, loadConfig } from '../config/load.js';
 import { FileValidationError } from '../config/validate.js';
+import { join } from 'node:path';
+import { ensureDeviceCa } from '../identity/device-ca.js';
 import { caFiles, ensureCa, loadCa } from '../inspection/ca.js';
 import { loadPolicyDir } from '../policy/load.js';
 import { startProxy } from '../proxy.js';
@@ -48,7 +50,7 @@ function identityLines(listen: string, admin: string, caFile: string | undefined
   ];
 }
 
-function banner(listen: string, admin: string, caFile: string | undefined, id?: DevIdentityHints): string {
+function banner(listen: string, admin: string, caFile: string | undefined, id?: DevIdentityHints, devices?: string): string {
   const proxy = `http://${listen}`;
   return [
     '',
@@ -61,6 +63,12 @@ function banner(listen: string, admin: string, caFile: string | undefined, id?: 
     `  egress-proxy doctor --proxy ${proxy}`,
     `Browsers: PAC file at http://${admin}/proxy.pac`,
     ...(id ? ['', ...identityLines(listen, admin, caFile, id)] : []),
+    ...(devices ? [
+      '',
+      `Devices (mTLS): https://${devices}`,
+      '  egress-proxy devices issue --id laptop-7      (a device certificate from the dev device CA)',
+      `  curl --proxy https://${devices} ${caFile ? `--proxy-cacert ${caFile} ` : ''}--proxy-cert laptop-7.pem --proxy-key laptop-7-key.pem https://example.com`,
+    ] : []),
     '',
   ].join('\n');
 }
@@ -99,6 +107,7 @@ export function registerStart(program: Command): void {
         try {
           loadPolicyDir(config.policiesDir);
           if (config.inspection.enabled) (opts.dev ? ensureCa : loadCa)(config.caDir);
+          if (opts.dev && config.devices.listen === undefined) ensureDeviceCa(join(config.caDir, 'devices'));
         } catch (err) {
           exitOnStartError(config.policiesDir, err);
         }
@@ -123,7 +132,8 @@ export function registerStart(program: Command): void {
             tokenCommand: `curl -s -u ${svc.clientId}:${svc.clientSecret} -d grant_type=client_credentials -d scope=proxy -d resource=urn:egress-proxy ${idp.issuer}/token`,
           };
         }
-        process.stderr.write(banner(hostPort(proxy.proxyAddress), hostPort(proxy.adminAddress), proxy.runtime.inspection?.ca.certFile, hints));
+        const devices = proxy.deviceAddress ? hostPort(proxy.deviceAddress) : undefined;
+        process.stderr.write(banner(hostPort(proxy.proxyAddress), hostPort(proxy.adminAddress), proxy.runtime.inspection?.ca.certFile, hints, devices));
       }
       process.on('exit', () => proxy.runtime.logger.flush());
       // Idempotent: under a supervisor (or systemd's control group) a worker may get the signal twice.
