@@ -29,7 +29,11 @@ export interface ProxyRuntime {
     sessions: import('./identity/principal.js').SessionLookup | undefined;
     devices: import('./identity/principal.js').DeviceDirectory | undefined;
     /** The sign-in portal's routes (/auth/...) on the admin listener. */
-    portal: { handle(req: import('node:http').IncomingMessage, res: import('node:http').ServerResponse): void } | undefined;
+    portal: {
+      handle(req: import('node:http').IncomingMessage, res: import('node:http').ServerResponse): void;
+      /** Answers SESSION_HANDOFF_PATH inside an intercepted connection to `host:port`. */
+      handoff?(req: import('node:http').IncomingMessage, res: import('node:http').ServerResponse, host: string, port: number): void;
+    } | undefined;
     admitted: import('./identity/admitted.js').AdmittedConnections;
   };
   readonly self: SelfAddresses;

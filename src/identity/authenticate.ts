@@ -9,6 +9,12 @@ export const kDevice = Symbol('egress.device');
 /** The principal a tunnel was admitted with, carried into the requests decrypted from it. */
 export const kPrincipal = Symbol('egress.principal');
 
+/**
+ * Reserved path on intercepted sites where the sign-in portal's one-time ticket becomes a session
+ * cookie for that site (the request never goes upstream).
+ */
+export const SESSION_HANDOFF_PATH = '/.well-known/egress-proxy/session';
+
 type Marked = Socket & { [kDevice]?: Device; [kPrincipal]?: Principal };
 
 /** The device behind a client socket, if it presented a verified certificate. */

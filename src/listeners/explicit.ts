@@ -10,7 +10,7 @@ import { errorCode, ProxyError } from '../errors/proxy-error.js';
 import { statusOf, type ReasonId } from '../errors/reasons.js';
 import { rejectSocket } from '../errors/reject.js';
 import { AccessRecord, loggedUrl } from '../logging/access-record.js';
-import { authenticate, challenges, deviceOf } from '../identity/authenticate.js';
+import { authenticate, challenges, deviceOf, SESSION_HANDOFF_PATH } from '../identity/authenticate.js';
 import type { Asked, Principal } from '../identity/principal.js';
 import { decide, deviceLevels } from '../policy/decide.js';
 import type { ProxyRuntime } from '../runtime.js';
@@ -116,6 +116,12 @@ function onRequest(rt: ProxyRuntime, req: IncomingMessage, res: ServerResponse, 
     if (target.host === PROBE_HOST) {
       Object.assign(rec, { host: PROBE_HOST, decision: 'allow', reason: 'allowed', rule: 'probe' });
       answerProbe(rt, res, req.socket.remoteAddress);
+      return;
+    }
+    // Inside an intercepted site, the sign-in portal hands the browser its session cookie for that site.
+    if (rec.inspected && target.path.startsWith(SESSION_HANDOFF_PATH) && rt.identity.portal?.handoff) {
+      Object.assign(rec, { scheme: target.scheme, host: target.host, port: target.port, decision: 'allow', reason: 'allowed', rule: 'sign-in' });
+      rt.identity.portal.handoff(req, res, target.host, target.port);
       return;
     }
     const ip = admit(rt, rec, req, target, 'http');
