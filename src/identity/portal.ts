@@ -6,9 +6,13 @@ import {
 } from 'openid-client';
 import type { Logger } from 'pino';
 import { unmapV4 } from '../config/fields.js';
-import { deviceOf } from './authenticate.js';
+import { kIntercepted, type InterceptedTunnel } from '../inspection/intercept.js';
+import { parseAbsoluteTarget } from '../listeners/target.js';
+import { deviceOf, SESSION_HANDOFF_PATH } from './authenticate.js';
 import type { ReasonId } from '../errors/reasons.js';
-import { AUTH_COOKIE, readCookie, SESSION_COOKIE, type SessionClaims, type SessionStore } from './sessions.js';
+import type { Principal } from './principal.js';
+import type { GroupsRefresher } from './refresh.js';
+import { AUTH_COOKIE, readCookie, readSessionClaims, SESSION_COOKIE, siteKey, type ClaimNames, type SessionClaims, type SessionStore } from './sessions.js';
 
 /** Reasons the portal answers with (header X-Egress-Reason and the portal's log lines). */
 export type PortalReason = Extract<ReasonId,
@@ -19,6 +23,8 @@ const AUTH_TTL_S = 600;
 const MAX_RD = 2048;
 /** Leaves room for the cookie's name and attributes within the 4 KiB browsers keep. */
 const MAX_SESSION_COOKIE = 3800;
+/** A site cookie also names its site; past this, browsers may drop it. */
+const MAX_SITE_COOKIE = 4000;
 
 /**
  * Where to send the browser after sign-in: an absolute http(s) URL without credentials, at most
@@ -45,8 +51,14 @@ export interface PortalOptions {
   /** Public URL of the portal, no trailing slash. */
   portal: string;
   scopes: string[];
-  claims: { user: string; email: string; groups: string };
+  claims: ClaimNames;
   ttlS: number;
+  /** Client-address binding after sign-in, seconds (0 = off). */
+  ipBindingS: number;
+  /** True when the proxy intercepts TLS, so https sites can be handed a session cookie. */
+  intercepting: () => boolean;
+  /** Keeps groups current when `offline_access` is among the scopes. */
+  refresher?: GroupsRefresher | undefined;
   log: Logger;
 }
 
@@ -88,7 +100,19 @@ export class Portal {
 
   /** Serves one /auth/ request; never throws. */
   handle(req: IncomingMessage, res: ServerResponse): void {
-    this.route(req, res).catch((err: unknown) => {
+    this.serve(req, res, this.route(req, res));
+  }
+
+  /**
+   * Answers SESSION_HANDOFF_PATH inside an intercepted connection to `host:port`: a valid ticket
+   * becomes this site's session cookie, then back to the page. Never throws; never goes upstream.
+   */
+  handoff(req: IncomingMessage, res: ServerResponse, host: string, port: number): void {
+    this.serve(req, res, this.redeem(req, res, siteKey(host, port)));
+  }
+
+  private serve(req: IncomingMessage, res: ServerResponse, work: Promise<void>): void {
+    work.catch((err: unknown) => {
       const pe = err instanceof PortalError ? err : new PortalError(500, 'signin_failed', 'The sign-in portal failed unexpectedly.', String(err));
       const level = pe.status >= 500 ? 'error' : 'warn';
       this.o.log[level]({ event: 'sign_in_failed', reason: pe.reason, client_ip: clientIp(req), detail: pe.detail }, 'sign-in portal refused a request');
@@ -96,7 +120,7 @@ export class Portal {
         res.destroy();
         return;
       }
-      const again = pe.reason.startsWith('signin_') && pe.reason !== 'signin_refused' ? '<p><a href="/auth/login">Sign in again</a></p>' : '';
+      const again = pe.reason.startsWith('signin_') && pe.reason !== 'signin_refused' ? `<p><a href="${escape(this.o.portal)}/auth/login">Sign in again</a></p>` : '';
       this.page(res, pe.status, 'Sign-in problem', `<h1>Sign-in problem</h1><p>${escape(pe.publicText)}</p>${again}`, { 'x-egress-reason': pe.reason });
     });
   }
@@ -105,7 +129,7 @@ export class Portal {
     const url = new URL(req.url ?? '/', this.origin);
     const route = `${req.method} ${url.pathname}`;
     switch (route) {
-      case 'GET /auth/login': return this.login(url, res);
+      case 'GET /auth/login': return this.login(req, url, res);
       case 'GET /auth/callback': return this.callback(req, url, res);
       case 'GET /auth/': return this.home(req, res);
       case 'POST /auth/logout': return this.logout(req, res);
@@ -119,9 +143,14 @@ export class Portal {
     }
   }
 
-  /** Starts a sign-in: state, nonce and PKCE verifier sealed in a cookie for this browser, then off to the IdP. */
-  private async login(url: URL, res: ServerResponse): Promise<void> {
+  /**
+   * Starts a sign-in: state, nonce and PKCE verifier sealed in a cookie for this browser, then off
+   * to the IdP. A browser with a live portal session skips the IdP: straight on to `rd`.
+   */
+  private async login(req: IncomingMessage, url: URL, res: ServerResponse): Promise<void> {
     const rd = safeReturnTo(url.searchParams.get('rd'), `${this.o.portal}/auth/`);
+    const current = this.o.store.open(readCookie(req.headers.cookie, SESSION_COOKIE));
+    if (current) return this.proceed(req, res, current, rd, []);
     const cfg = await this.config();
     const verifier = randomPKCECodeVerifier();
     const state = randomState();
@@ -130,6 +159,8 @@ export class Portal {
     const to = buildAuthorizationUrl(cfg, {
       redirect_uri: `${this.o.portal}/auth/callback`, scope: this.o.scopes.join(' '), state, nonce,
       code_challenge: await calculatePKCECodeChallenge(verifier), code_challenge_method: 'S256',
+      // oidc-provider (and others) issue a refresh token for offline_access only after consent.
+      ...(this.o.refresher ? { prompt: 'consent' } : {}),
     });
     this.redirect(res, 302, to.href, [cookie(AUTH_COOKIE, sealed, AUTH_TTL_S)]);
   }
@@ -148,9 +179,11 @@ export class Portal {
     const cfg = await this.config();
     const current = new URL(`${this.o.portal}/auth/callback${url.search}`);
     let claims: Record<string, unknown> | undefined;
+    let refreshToken: string | undefined;
     try {
       const tokens = await authorizationCodeGrant(cfg, current, { pkceCodeVerifier: auth.verifier, expectedState: auth.state, expectedNonce: auth.nonce, idTokenExpected: true });
       claims = tokens.claims();
+      refreshToken = tokens.refresh_token;
     } catch (err) {
       if (unreachable(err)) throw new PortalError(503, 'identity_unavailable', 'The identity provider cannot be reached; try again shortly.', String(err));
       throw new PortalError(502, 'signin_failed', 'The identity provider\'s answer could not be verified.', String(err));
@@ -162,25 +195,66 @@ export class Portal {
       throw new PortalError(403, 'signin_claims', 'Your account has too many groups for a session; ask the identity team to limit the groups claim sent to the proxy.', `${c.groups.length} groups`);
     }
     // The previous session of this browser ends: one browser, one session.
-    if (old) this.o.store.revoke(old);
+    if (old) this.end(old);
+    if (refreshToken !== undefined) this.o.refresher?.add(principal.sessionId!, refreshToken, principal.user!, principal.expiresAt!);
+    this.o.log.info({ event: 'sign_in', user: principal.user, groups: principal.groups.join(','), session: principal.sessionId, client_ip: clientIp(req) }, 'signed in');
+    await this.proceed(req, res, principal, safeReturnTo(auth.rd, `${this.o.portal}/auth/`), [cookie(AUTH_COOKIE, '', 0), cookie(SESSION_COOKIE, value, this.o.ttlS)]);
+  }
+
+  /**
+   * After sign-in (or at a login with a live session): binds the browser's address and device,
+   * then sends it on. An https page on an intercepted site first goes through the hand-off there,
+   * which sets that site's session cookie; a plain http page relies on the address binding.
+   */
+  private async proceed(req: IncomingMessage, res: ServerResponse, p: Principal, rd: string, cookies: string[]): Promise<void> {
     const ip = clientIp(req);
-    this.o.store.bind(principal, ip, deviceOf(req.socket));
-    this.o.log.info({ event: 'sign_in', user: principal.user, groups: principal.groups.join(','), session: principal.sessionId, client_ip: ip }, 'signed in');
-    this.redirect(res, 302, safeReturnTo(auth.rd, `${this.o.portal}/auth/`), [cookie(AUTH_COOKIE, '', 0), cookie(SESSION_COOKIE, value, this.o.ttlS)]);
+    const device = deviceOf(req.socket);
+    this.o.store.bind(p, ip, device);
+    const u = new URL(rd);
+    if (u.origin === this.origin) return this.redirect(res, 302, rd, cookies);
+    if (u.protocol === 'https:' && this.o.intercepting()) {
+      const t = parseAbsoluteTarget(rd);
+      const ticket = await this.o.store.sealTicket(p, siteKey(t.host, t.port), rd);
+      return this.redirect(res, 302, `https://${u.host}${SESSION_HANDOFF_PATH}?ticket=${ticket}`, cookies);
+    }
+    if (u.protocol === 'http:' && this.o.ipBindingS === 0 && device === undefined) {
+      // Nothing would recognise the page's requests: a redirect would only come back here, in a loop.
+      res.setHeader('set-cookie', cookies);
+      return this.page(res, 200, 'Signed in', `<h1>Signed in</h1><p>You are signed in as <b id="user">${escape(p.user ?? '')}</b>, but ` +
+        `<a href="${escape(rd)}">${escape(rd.slice(0, 200))}</a> is a plain <code>http</code> page, and this proxy recognises those only by ` +
+        'your address, which it is set not to do. Use the https address of the site, or a token.</p>');
+    }
+    this.redirect(res, 302, rd, cookies);
+  }
+
+  /** The hand-off on an intercepted site: ticket in, site cookie out, back to the page. */
+  private async redeem(req: IncomingMessage, res: ServerResponse, site: string): Promise<void> {
+    const url = new URL(req.url ?? '/', 'https://handoff.invalid');
+    if (url.pathname !== SESSION_HANDOFF_PATH) return this.page(res, 404, 'Not found', '<h1>Not found</h1>');
+    if (req.method !== 'GET') throw new PortalError(405, 'method_not_allowed', 'Method not allowed.');
+    const bad = (detail: string): PortalError =>
+      new PortalError(400, 'signin_not_started', 'This sign-in link is not for this site, was already used, or is more than a minute old.', `hand-off on ${site}: ${detail}`);
+    const r = await this.o.store.redeemTicket(url.searchParams.get('ticket'), site, (rd) => onSite(rd, site));
+    if ('refused' in r) throw bad(r.refused);
+    if (r.cookie.length > MAX_SITE_COOKIE) {
+      throw new PortalError(403, 'signin_claims', 'Your account has too many groups for a session; ask the identity team to limit the groups claim sent to the proxy.', `site cookie of ${r.cookie.length} characters`);
+    }
+    this.o.log.info({ event: 'session_handoff', user: r.principal.user, session: r.principal.sessionId, site, client_ip: tunnelIp(req) }, 'session cookie set on an intercepted site');
+    res.writeHead(302, { ...this.headers(), 'referrer-policy': 'no-referrer', location: r.rd, 'set-cookie': cookie(SESSION_COOKIE, r.cookie, r.maxAgeS), 'content-length': 0 });
+    res.end();
   }
 
   /** Reads the ID token claims configured in identity.claims; an unverified email is left out. */
   private sessionClaims(claims: Record<string, unknown> | undefined): SessionClaims {
-    const user = claims?.[this.o.claims.user];
-    if (typeof user !== 'string' || user === '' || user.length > 256) {
-      throw new PortalError(403, 'signin_claims', 'The identity provider did not say who you are.', `claim ${this.o.claims.user} missing or not a string`);
-    }
-    const mail = claims?.[this.o.claims.email];
-    const email = typeof mail === 'string' && mail.length <= 256 && claims?.email_verified !== false ? mail : undefined;
-    const raw = claims?.[this.o.claims.groups];
-    const list = typeof raw === 'string' ? [raw] : Array.isArray(raw) ? raw : [];
-    const groups = [...new Set(list.filter((g): g is string => typeof g === 'string' && g !== '' && g.length <= 256))];
-    return { user, email, groups };
+    const c = readSessionClaims(claims, this.o.claims);
+    if (!c) throw new PortalError(403, 'signin_claims', 'The identity provider did not say who you are.', `claim ${this.o.claims.user} missing or not a string`);
+    return c;
+  }
+
+  /** Ends a session here: cookies, bindings, connections (at the next sweep) and its refresh token. */
+  private end(p: Principal): void {
+    this.o.store.revoke(p);
+    this.o.refresher?.forget(p.sessionId!);
   }
 
   /** Who you are signed in as, with a sign-out button. */
@@ -209,7 +283,7 @@ export class Portal {
       return;
     }
     if (!strEqual(form.get('csrf') ?? '', this.o.store.csrfToken(p.sessionId!))) throw new PortalError(403, 'signout_csrf', 'Sign out from the portal page.', 'csrf token mismatch');
-    this.o.store.revoke(p);
+    this.end(p);
     this.o.log.info({ event: 'sign_out', user: p.user, session: p.sessionId, client_ip: clientIp(req) }, 'signed out');
     const done = `${this.o.portal}/auth/signed-out`;
     let to = done;
@@ -248,6 +322,24 @@ export class Portal {
     res.writeHead(status, { ...this.headers(), location, 'set-cookie': cookies, 'content-length': 0 });
     res.end();
   }
+}
+
+/** Is `rd` a valid return URL on https `site` (the hand-off never sends a browser elsewhere)? */
+function onSite(rd: string, site: string): boolean {
+  if (safeReturnTo(rd, '') !== rd) return false;
+  try {
+    const t = parseAbsoluteTarget(rd);
+    return t.scheme === 'https' && siteKey(t.host, t.port) === site;
+  } catch {
+    return false;
+  }
+}
+
+/** The client's own address behind an intercepted connection. */
+function tunnelIp(req: IncomingMessage): string | undefined {
+  const t = (req.socket as IncomingMessage['socket'] & { [kIntercepted]?: InterceptedTunnel })[kIntercepted];
+  const a = t?.clientIp ?? req.socket.remoteAddress;
+  return a === undefined ? undefined : unmapV4(a);
 }
 
 function clientIp(req: IncomingMessage): string | undefined {

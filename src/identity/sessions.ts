@@ -3,14 +3,21 @@ import { readFileSync } from 'node:fs';
 import type { IncomingMessage } from 'node:http';
 import { EncryptJWT } from 'jose';
 import { LRUCache } from 'lru-cache';
+import type { Socket } from 'node:net';
 import { unmapV4 } from '../config/fields.js';
+import { kIntercepted, type InterceptedTunnel } from '../inspection/intercept.js';
 import type { Device, Principal, SessionLookup } from './principal.js';
 
 export const SESSION_COOKIE = '__Host-egress-session';
 export const AUTH_COOKIE = '__Host-egress-auth';
 
-/** What a sealed value is for: an auth cookie can never be replayed as a session cookie. */
-type Purpose = 'session' | 'auth';
+/** What a sealed value is for: an auth cookie or a ticket can never be replayed as a session cookie. */
+type Purpose = 'session' | 'auth' | 'ticket';
+
+/** How long a hand-off ticket (portal to intercepted site) can be redeemed, seconds. */
+export const TICKET_TTL_S = 60;
+/** A ticket carries a return URL (up to 2 KiB) and the session's claims (up to ~3.8 KiB), sealed. */
+const MAX_TICKET = 12_288;
 
 /** The sign-in in progress, sealed in the short-lived auth cookie. */
 export interface AuthState {
@@ -26,6 +33,50 @@ export interface SessionClaims {
   user: string;
   email: string | undefined;
   groups: string[];
+}
+
+/** Names of the ID token claims that make a session (identity.claims). */
+export interface ClaimNames {
+  user: string;
+  email: string;
+  groups: string;
+}
+
+/**
+ * Reads the configured claims of an ID token; undefined when the user claim is missing. An email
+ * the IdP marks unverified is left out; groups are strings only, without duplicates.
+ */
+export function readSessionClaims(claims: Record<string, unknown> | undefined, names: ClaimNames): SessionClaims | undefined {
+  const user = claims?.[names.user];
+  if (typeof user !== 'string' || user === '' || user.length > 256) return undefined;
+  const mail = claims?.[names.email];
+  const email = typeof mail === 'string' && mail.length <= 256 && claims?.email_verified !== false ? mail : undefined;
+  const raw = claims?.[names.groups];
+  const list = typeof raw === 'string' ? [raw] : Array.isArray(raw) ? raw : [];
+  const groups = [...new Set(list.filter((g): g is string => typeof g === 'string' && g !== '' && g.length <= 256))];
+  return { user, email, groups };
+}
+
+/** How a site is named in tickets and site cookies: `host:port`, IPv6 in brackets, lower case. */
+export function siteKey(host: string, port: number): string {
+  const h = host.toLowerCase();
+  return `${h.includes(':') ? `[${h}]` : h}:${port}`;
+}
+
+/** The site of the intercepted connection a request came through, if it did. */
+export function siteOf(socket: Socket): string | undefined {
+  const t = (socket as Socket & { [kIntercepted]?: InterceptedTunnel })[kIntercepted];
+  return t ? siteKey(t.host, t.port) : undefined;
+}
+
+/** A redeemed hand-off ticket: the site cookie to set and where to go next. */
+export interface Redeemed {
+  principal: Principal;
+  /** The sealed session, bound to the ticket's site. */
+  cookie: string;
+  /** Seconds the cookie should live (what is left of the session). */
+  maxAgeS: number;
+  rd: string;
 }
 
 /**
@@ -56,8 +107,8 @@ const HEADER = Buffer.from(JSON.stringify({ alg: 'dir', enc: 'A256GCM' })).toStr
  * Opens a compact JWE (dir + A256GCM) synchronously, as the hot path needs. Only the exact header
  * jose writes is accepted (no zip, no other algorithms), so nothing in the token picks how it is read.
  */
-function openSealed(value: string, key: Uint8Array, purpose: Purpose, nowS: number): Record<string, unknown> | undefined {
-  if (value.length > 4096) return undefined;
+function openSealed(value: string, key: Uint8Array, purpose: Purpose, nowS: number, maxLength = 4096): Record<string, unknown> | undefined {
+  if (value.length > maxLength) return undefined;
   const parts = value.split('.');
   if (parts.length !== 5 || parts[0] !== HEADER || parts[1] !== '') return undefined;
   const [, , ivB, ctB, tagB] = parts as [string, string, string, string, string];
@@ -90,6 +141,22 @@ export function readCookie(header: string | undefined, name: string): string | u
   return undefined;
 }
 
+/** An opened session cookie: whose, and the site it is bound to (undefined: the portal's own cookie). */
+interface Opened {
+  principal: Principal;
+  site: string | undefined;
+}
+
+/** Claims refreshed at the IdP during a session, replacing those sealed in its cookies. */
+interface Override {
+  email: string | undefined;
+  groups: string[];
+  /** The session's expiry (epoch ms): forgotten then. */
+  until: number;
+  /** The last principal derived from a sealed one, so the hot path allocates once per change. */
+  memo?: { from: Principal; to: Principal };
+}
+
 interface Binding {
   principal: Principal;
   /** Epoch ms after which the binding no longer admits requests. */
@@ -107,9 +174,11 @@ export interface SessionStoreOptions {
 }
 
 /**
- * Sign-in sessions: sealed cookies any node with the key can read, plus the in-memory bindings
- * (client address, device certificate) that let plain proxy requests be recognised, and the
- * revocation list of signed-out sessions (this node only, until the shared store exists).
+ * Sign-in sessions: sealed cookies any node with the key can read (the portal's own, and one per
+ * intercepted site, bound to that site), plus the in-memory bindings (client address, device
+ * certificate) that let plain proxy requests be recognised, the revocation list of signed-out
+ * sessions, the used hand-off tickets and the refreshed claims (this node only, until the shared
+ * store exists).
  */
 export class SessionStore implements SessionLookup {
   private readonly key: Uint8Array;
@@ -118,8 +187,11 @@ export class SessionStore implements SessionLookup {
    * Opened session cookies by value, so the hot path decrypts each one once. Values that do not
    * open are not kept: junk cookies cannot push real sessions out.
    */
-  private readonly cache = new LRUCache<string, Principal>({ max: 20_000, maxSize: 16 << 20, sizeCalculation: (_p, k) => k.length + 200 });
+  private readonly cache = new LRUCache<string, Opened>({ max: 20_000, maxSize: 16 << 20, sizeCalculation: (_p, k) => k.length + 200 });
   private readonly revoked = new Map<string, number>();
+  /** Redeemed ticket ids, until the ticket would have expired anyway (single use). */
+  private readonly usedTickets = new Map<string, number>();
+  private readonly overrides = new Map<string, Override>();
   private readonly byIp = new Map<string, Binding>();
   private readonly byDevice = new Map<string, Binding>();
   private readonly timer: NodeJS.Timeout;
@@ -136,10 +208,42 @@ export class SessionStore implements SessionLookup {
     const sid = randomBytes(18).toString('base64url');
     const iat = Math.floor(now / 1000);
     const exp = iat + this.o.ttlS;
-    const value = await this.seal({ pur: 'session', sid, user: c.user, email: c.email, groups: c.groups }, iat, exp);
     const principal = sessionPrincipal(sid, c, exp * 1000);
-    this.cache.set(value, principal);
+    const value = await this.sealSession(principal, undefined, iat);
     return { value, principal };
+  }
+
+  /**
+   * A one-time ticket that hands `p` to the intercepted site `site` (see siteKey), which then
+   * returns to `rd` (already validated, on that site). It lives TICKET_TTL_S seconds.
+   */
+  sealTicket(p: Principal, site: string, rd: string, now = Date.now()): Promise<string> {
+    const iat = Math.floor(now / 1000);
+    return this.seal({
+      pur: 'ticket', jti: randomBytes(12).toString('base64url'), site, rd,
+      sid: p.sessionId, user: p.user, email: p.email, groups: p.groups, sexp: Math.floor(p.expiresAt! / 1000),
+    }, iat, iat + TICKET_TTL_S);
+  }
+
+  /**
+   * Redeems a ticket at `site`: sealed by us, not expired, for this very site, with a return URL
+   * `returnOk` accepts, never used before, and its session still live. Returns the site cookie, or
+   * why not (for the log only). A refused ticket is not used up.
+   */
+  async redeemTicket(value: string | null, site: string, returnOk: (rd: string) => boolean, now = Date.now()): Promise<Redeemed | { refused: string }> {
+    if (value === null || value === '') return { refused: 'no ticket' };
+    const c = openSealed(value, this.key, 'ticket', now / 1000, MAX_TICKET);
+    if (!c) return { refused: 'ticket tampered, expired or not a ticket' };
+    if (typeof c.jti !== 'string' || typeof c.site !== 'string' || typeof c.rd !== 'string' || typeof c.sid !== 'string' ||
+      typeof c.user !== 'string' || typeof c.sexp !== 'number' || !Array.isArray(c.groups)) return { refused: 'ticket malformed' };
+    if (c.site !== site) return { refused: `ticket for ${c.site.slice(0, 300)}` };
+    if (!returnOk(c.rd)) return { refused: 'return URL not on this site' };
+    if (this.usedTickets.has(c.jti)) return { refused: 'ticket already used' };
+    const p = sessionPrincipal(c.sid, { user: c.user, email: typeof c.email === 'string' ? c.email : undefined, groups: strings(c.groups) }, c.sexp * 1000);
+    if (p.expiresAt! <= now || this.revoked.has(c.sid)) return { refused: 'session ended' };
+    this.usedTickets.set(c.jti, (c.exp as number) * 1000);
+    const cookie = await this.sealSession(p, site, Math.floor(now / 1000));
+    return { principal: this.current(p), cookie, maxAgeS: Math.max(1, Math.floor((p.expiresAt! - now) / 1000)), rd: c.rd };
   }
 
   /** Seals the state of a sign-in in progress for `ttlS` seconds. */
@@ -156,19 +260,32 @@ export class SessionStore implements SessionLookup {
     return { state: c.state, nonce: c.nonce, verifier: c.verifier, rd: c.rd };
   }
 
-  /** The live session a cookie value stands for (not expired, not signed out), else undefined. */
-  open(value: string | undefined, now = Date.now()): Principal | undefined {
+  /**
+   * The live session a cookie value stands for (not expired, not signed out), else undefined.
+   * `site` is where the cookie was presented (undefined: the portal, or a request not inside an
+   * intercepted connection): a site cookie counts only on its own site, the portal's anywhere.
+   */
+  open(value: string | undefined, site?: string, now = Date.now()): Principal | undefined {
     if (value === undefined || value === '') return undefined;
-    let p = this.cache.get(value);
-    if (p === undefined) {
+    let o = this.cache.get(value);
+    if (o === undefined) {
       const c = openSealed(value, this.key, 'session', now / 1000);
       if (!c || typeof c.sid !== 'string' || typeof c.user !== 'string' || !Array.isArray(c.groups) || typeof c.exp !== 'number') return undefined;
-      const groups = (c.groups as unknown[]).filter((g): g is string => typeof g === 'string');
-      p = sessionPrincipal(c.sid, { user: c.user, email: typeof c.email === 'string' ? c.email : undefined, groups }, c.exp * 1000);
-      this.cache.set(value, p);
+      if (c.site !== undefined && typeof c.site !== 'string') return undefined;
+      const p = sessionPrincipal(c.sid, { user: c.user, email: typeof c.email === 'string' ? c.email : undefined, groups: strings(c.groups) }, c.exp * 1000);
+      o = { principal: p, site: c.site as string | undefined };
+      this.cache.set(value, o);
     }
+    if (o.site !== undefined && o.site !== site) return undefined;
+    const p = o.principal;
     if (p.expiresAt! <= now || this.revoked.has(p.sessionId!)) return undefined;
-    return p;
+    return this.current(p);
+  }
+
+  /** Replaces a live session's email and groups with fresher ones from the IdP (cookies keep the old, this node knows better). */
+  update(sid: string, c: { email: string | undefined; groups: string[] }, expiresAt: number): void {
+    if (this.revoked.has(sid)) return;
+    this.overrides.set(sid, { email: c.email, groups: [...c.groups], until: expiresAt });
   }
 
   /** Binds the client address (for ip_binding_s) and the device certificate to a session. */
@@ -179,11 +296,17 @@ export class SessionStore implements SessionLookup {
     if (device) this.byDevice.set(device.fingerprint, { principal: p, until: p.expiresAt! });
   }
 
-  /** Ends a session before its expiry: its cookie, address and device bindings stop admitting. */
+  /** Ends a session before its expiry: its cookies, address and device bindings stop admitting. */
   revoke(p: Principal): void {
-    this.revoked.set(p.sessionId!, p.expiresAt!);
+    this.revokeId(p.sessionId!, p.expiresAt!);
+  }
+
+  /** Ends session `sid` (which would have expired at `expiresAt`, epoch ms). */
+  revokeId(sid: string, expiresAt: number): void {
+    this.revoked.set(sid, expiresAt);
+    this.overrides.delete(sid);
     for (const m of [this.byIp, this.byDevice]) {
-      for (const [k, b] of m) if (b.principal.sessionId === p.sessionId) m.delete(k);
+      for (const [k, b] of m) if (b.principal.sessionId === sid) m.delete(k);
     }
   }
 
@@ -195,7 +318,8 @@ export class SessionStore implements SessionLookup {
   /** The session of a proxied request: its cookie, else its device's binding, else its address's. */
   forRequest(req: IncomingMessage, clientIp: string | undefined, device: Device | undefined): Principal | undefined {
     const now = Date.now();
-    const fromCookie = this.open(readCookie(req.headers.cookie, SESSION_COOKIE), now);
+    const cookie = readCookie(req.headers.cookie, SESSION_COOKIE);
+    const fromCookie = cookie === undefined ? undefined : this.open(cookie, siteOf(req.socket), now);
     if (fromCookie) return fromCookie;
     if (device) {
       const b = this.live(this.byDevice, device.fingerprint, now);
@@ -227,7 +351,23 @@ export class SessionStore implements SessionLookup {
       m.delete(k);
       return undefined;
     }
-    return b.principal;
+    return this.current(b.principal);
+  }
+
+  /** The principal with the claims refreshed at the IdP, if any. */
+  private current(p: Principal): Principal {
+    const o = this.overrides.get(p.sessionId!);
+    if (!o) return p;
+    if (o.memo?.from !== p) o.memo = { from: p, to: sessionPrincipal(p.sessionId!, { user: p.user!, email: o.email, groups: o.groups }, p.expiresAt!) };
+    return o.memo.to;
+  }
+
+  /** Seals a session cookie (for the portal when `site` is undefined, else for that site only) and remembers it opened. */
+  private async sealSession(p: Principal, site: string | undefined, iat: number): Promise<string> {
+    const value = await this.seal({ pur: 'session', sid: p.sessionId, user: p.user, email: p.email, groups: p.groups, ...(site === undefined ? {} : { site }) },
+      iat, Math.floor(p.expiresAt! / 1000));
+    this.cache.set(value, { principal: p, site });
+    return value;
   }
 
   private seal(payload: Record<string, unknown>, iat: number, exp: number): Promise<string> {
@@ -237,8 +377,14 @@ export class SessionStore implements SessionLookup {
   /** Forgets what expired: revocations past the session's own expiry, lapsed bindings. */
   private prune(now = Date.now()): void {
     for (const [sid, exp] of this.revoked) if (exp <= now) this.revoked.delete(sid);
+    for (const [jti, exp] of this.usedTickets) if (exp <= now) this.usedTickets.delete(jti);
+    for (const [sid, o] of this.overrides) if (o.until <= now) this.overrides.delete(sid);
     for (const m of [this.byIp, this.byDevice]) for (const [k, b] of m) if (b.until <= now) m.delete(k);
   }
+}
+
+function strings(list: unknown[]): string[] {
+  return list.filter((g): g is string => typeof g === 'string');
 }
 
 function sessionPrincipal(sid: string, c: SessionClaims, expiresAt: number): Principal {

@@ -5,6 +5,7 @@ import { allowInsecureRequests, ClientSecretBasic, discovery, type Configuration
 import type { ProxyRuntime } from '../runtime.js';
 import type { DevIdp } from './dev-idp.js';
 import { Portal } from './portal.js';
+import { GROUPS_REFRESH_S, GroupsRefresher } from './refresh.js';
 import { loadSessionKey, SessionStore } from './sessions.js';
 
 /** A host only this machine can reach, where plain http is acceptable (dev and tests). */
@@ -78,11 +79,16 @@ export async function setupSignIn(rt: ProxyRuntime, issuer: string, devIdp: DevI
   const oidc = discoverer(issuerUrl, clientId, secret);
   // Warm up; a failure here is not fatal (tokens and anonymous traffic go on), sign-in retries it.
   await oidc().catch((err: unknown) => log.warn({ issuer, err: String(err) }, 'identity provider discovery failed; sign-in will retry'));
+  // Groups are refreshed only when the admin asked for offline_access (a refresh token) in the scopes.
+  const refresher = si.scopes.includes('offline_access') ? new GroupsRefresher({ store, oidc, claims, intervalS: GROUPS_REFRESH_S, log }) : undefined;
   rt.identity.sessions = store;
-  rt.identity.portal = new Portal({ store, oidc, portal, scopes: si.scopes, claims, ttlS: si.session_ttl_s, log });
-  log.info({ portal: `${portal}/auth/`, client_id: clientId, ip_binding_s: si.ip_binding_s }, 'browser sign-in ready');
+  rt.identity.portal = new Portal({
+    store, oidc, portal, scopes: si.scopes, claims, ttlS: si.session_ttl_s, ipBindingS: si.ip_binding_s, intercepting: () => rt.inspection !== undefined, refresher, log,
+  });
+  log.info({ portal: `${portal}/auth/`, client_id: clientId, ip_binding_s: si.ip_binding_s, groups_refresh_s: refresher ? GROUPS_REFRESH_S : 0 }, 'browser sign-in ready');
   return {
     close: () => {
+      refresher?.close();
       store.close();
       rt.identity.portal = undefined;
       rt.identity.sessions = undefined;

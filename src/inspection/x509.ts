@@ -31,9 +31,14 @@ export interface CertSpec {
 export function signCertificate(spec: CertSpec, issuerKey: KeyObject): string {
   const cert = pki.createCertificate();
   // forge only encodes RSA public keys; put a placeholder in and swap the real SPKI in the TBS below.
-  const pub = spec.publicKey.type === 'private' ? createPublicKey(spec.publicKey) : spec.publicKey;
-  const spki = asn1.fromDer(forge.util.createBuffer(pub.export({ type: 'spki', format: 'der' }).toString('binary')));
-  const isRsa = pub.asymmetricKeyType === 'rsa';
+  let spki = SPKI.get(spec.publicKey);
+  const isRsa = spec.publicKey.asymmetricKeyType === 'rsa';
+  if (spki === undefined) {
+    // Every leaf certifies the same key: export and parse it once (read-only below, so shareable).
+    const pub = spec.publicKey.type === 'private' ? createPublicKey(spec.publicKey) : spec.publicKey;
+    spki = asn1.fromDer(forge.util.createBuffer(pub.export({ type: 'spki', format: 'der' }).toString('binary')));
+    SPKI.set(spec.publicKey, spki);
+  }
   if (isRsa) cert.publicKey = pki.publicKeyFromAsn1(spki);
   else cert.publicKey = PLACEHOLDER_RSA;
   cert.serialNumber = serialNumber();
@@ -52,6 +57,8 @@ export function signCertificate(spec: CertSpec, issuerKey: KeyObject): string {
   cert.signature = sign('sha256', Buffer.from(der, 'binary'), issuerKey).toString('binary');
   return pki.certificateToPem(cert);
 }
+
+const SPKI = new WeakMap<KeyObject, forge.asn1.Asn1>();
 
 // Only its shape matters: it is replaced in the TBS before signing.
 const PLACEHOLDER_RSA = pki.setRsaPublicKey(new forge.jsbn.BigInteger('3'), new forge.jsbn.BigInteger('3'));
