@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
-import { createServer, type AddressInfo } from 'node:net';
+import { connect, createServer, type AddressInfo, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { EncryptJWT } from 'jose';
@@ -92,7 +92,7 @@ beforeAll(async () => {
   proxy = await startTestProxy({
     admin: `127.0.0.1:${adminPort}`,
     dns: { servers: [dns.address] },
-    identity: { issuer: idp.issuer, sign_in: { client_secret_file: join(dir, 'client-secret'), session_key_file: join(dir, 'session.key') } },
+    identity: { issuer: idp.issuer, revalidate_s: 1, sign_in: { client_secret_file: join(dir, 'client-secret'), session_key_file: join(dir, 'session.key') } },
   }, { default: 'deny' });
   writeFileSync(join(proxy.dir, 'policies', 'signed-in.yaml'), stringify({ version: 'v1', rules: [{ id: 'signed-in', action: 'allow', when: { anonymous: false } }] }));
   await proxy.running.reload();
@@ -270,7 +270,24 @@ describe('browser sign-in (headless Chromium)', () => {
     expect(origin.seen.find((x) => x.url === '/with-cookie')!.headers.cookie).toBeUndefined();
   });
 
-  it('shows who is signed in, and signing out ends the session, its address binding and its cookie', async () => {
+  it('shows who is signed in, and signing out ends the session, its address binding, its cookie and its open connections', async () => {
+    // Two connections from the browser's address, admitted by the address binding: a tunnel and a kept-alive request.
+    const open = async (): Promise<{ sock: Socket; closed: Promise<unknown> }> => {
+      const sock = connect({ host: '127.0.0.1', port: proxy.port, localAddress: '127.0.0.1' });
+      await once(sock, 'connect');
+      sock.on('error', () => undefined);
+      return { sock, closed: once(sock, 'close') };
+    };
+    const tunnel = await open();
+    tunnel.sock.write(`CONNECT app.test:${origin.port} HTTP/1.1\r\nHost: app.test:${origin.port}\r\n\r\n`);
+    expect(String((await once(tunnel.sock, 'data'))[0])).toMatch(/^HTTP\/1\.1 200 /);
+    const kept = await open();
+    kept.sock.write(`GET ${appUrl}/kept-alive HTTP/1.1\r\nHost: app.test:${origin.port}\r\n\r\n`);
+    let answer = '';
+    for (let i = 0; i < 50 && !answer.includes('hello from origin /kept-alive'); i++) answer += String((await once(kept.sock, 'data'))[0]);
+    expect(answer).toMatch(/^HTTP\/1\.1 200 /);
+    expect(await proxy.waitForAccess((l) => String(l.url).endsWith('/kept-alive'))).toMatchObject({ auth: 'session', user: 'alice' });
+
     await page.goto(`${portal}/auth/`);
     expect(await page.textContent('#user')).toBe('alice');
     expect(await page.textContent('#groups')).toBe('eng');
@@ -278,6 +295,11 @@ describe('browser sign-in (headless Chromium)', () => {
     await page.waitForURL(`${portal}/auth/signed-out`);
     expect(await page.textContent('h1')).toBe('Signed out');
     expect((await context.cookies(portal)).some((c) => c.name === SESSION_COOKIE)).toBe(false);
+    // Both connections end at the next sweep (revalidate_s: 1), not at their own pace.
+    await Promise.all([tunnel.closed, kept.closed]);
+    // The tunnel's line is written when it ends.
+    expect(await proxy.waitForAccess((l) => l.kind === 'connect' && l.host === 'app.test')).toMatchObject({ auth: 'session', user: 'alice', client_ip: '127.0.0.1', status: 200 });
+    expect(proxy.lines().some((l) => String(l.msg).startsWith('ended connections whose credential') && Number(l.connections) >= 2)).toBe(true);
 
     const revoked = await viaProxy(`${appUrl}/after-sign-out`, { cookie: `${SESSION_COOKIE}=${firstSession}` });
     expect(revoked.status).toBe(407);

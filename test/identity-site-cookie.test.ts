@@ -239,6 +239,9 @@ describe('session cookie on intercepted sites (address binding off)', () => {
     await refused(`${app}${SESSION_HANDOFF_PATH}`, 'no ticket');
     await refused(`${app}${SESSION_HANDOFF_PATH}?ticket=x.y.z`, 'garbage');
     expect((await viaProxy(`${app}${SESSION_HANDOFF_PATH}/other`)).status).toBe(404);
+    const refusedLine = await proxy.waitForAccess((l) => l.rule === 'sign-in' && l.status === 400);
+    expect(refusedLine).toMatchObject({ inspected: true, host: 'app.test' });
+    expect(refusedLine.url).toBeUndefined();
     expect(origin.seen.some((s) => s.url.startsWith('/.well-known/'))).toBe(false);
     const why = proxy.lines().filter((l) => l.event === 'sign_in_failed').map((l) => String(l.detail));
     expect(why).toEqual(expect.arrayContaining([
@@ -274,6 +277,44 @@ describe('session cookie on intercepted sites (address binding off)', () => {
     expect(r.status).toBe(200);
     expect(r.body).toContain('plain <code>http</code> page');
     expect(r.body).toContain('<b id="user">alice</b>');
+  });
+
+  it('with the address binding on, hands a ticket only to sites the proxy will intercept for the user', async () => {
+    const adminPort = await freePort();
+    const bound = await startTestProxy({
+      admin: `127.0.0.1:${adminPort}`,
+      dns: { servers: [dns.address] },
+      inspection: { enabled: true, ca_dir: join(dir, 'ca'), upstream_ca_file: join(dir, 'origin-ca.pem') },
+      identity: { issuer: idp.issuer, sign_in: { client_secret_file: join(dir, 'secret'), session_key_file: join(dir, 'session.key'), ip_binding_s: 3600 } },
+    }, { default: 'deny' });
+    const store = new SessionStore({ key, ttlS: 3600, ipBindingS: 0, portal });
+    try {
+      writeFileSync(join(bound.dir, 'policies', 'signed-in.yaml'), stringify({
+        version: 'v1',
+        apps: { app: { hosts: ['app.test'] } },
+        rules: [
+          { id: 'inspect-app', action: 'allow', inspect: true, when: { apps: ['app'], anonymous: false } },
+          { id: 'signed-in', action: 'allow', when: { anonymous: false } },
+        ],
+      }));
+      expect(await bound.running.reload()).toBe(true);
+      const { value } = await store.create({ user: 'alice', email: undefined, groups: ['eng'] });
+      const login = async (rd: string): Promise<string> => {
+        const r = parse(await run('curl', ['-sS', '-i', '-H', `Cookie: ${SESSION_COOKIE}=${value}`, `${bound.adminUrl}/auth/login?rd=${encodeURIComponent(rd)}`], { env: cleanEnv() }));
+        expect(r.status).toBe(302);
+        return r.headers.location![0]!;
+      };
+      // other.test is tunnelled, not intercepted, for a signed-in user: a ticket would reach the site itself.
+      expect(await login(`${other}/direct`)).toBe(`${other}/direct`);
+      expect(await login(`${app}/inspected`)).toMatch(ticketUrl(app));
+      // The address binding admits the tunnel, straight to the real site.
+      const direct = parse(await run('curl', ['-sS', '-i', '--cacert', join(dir, 'origin-ca.pem'), '-x', bound.url, `${other}/direct`], { env: cleanEnv() }));
+      expect(direct).toMatchObject({ status: 200, body: 'hello from origin /direct' });
+      expect(await bound.waitForAccess((l) => l.kind === 'connect' && l.host === 'other.test')).toMatchObject({ auth: 'session', user: 'alice', rule: 'signed-in' });
+    } finally {
+      store.close();
+      await bound.close();
+    }
   });
 
   it('signing out at the portal ends the session on every site', async () => {

@@ -98,6 +98,8 @@ export const configSchema = z
           session_ttl_s: z.number().int().min(60).max(30 * 86_400).default(8 * 3600).describe('How long a sign-in lasts.'),
           ip_binding_s: z.number().int().min(0).max(30 * 86_400).default(3600)
             .describe('After sign-in, requests from the same client address are that user\'s for this long (0 = off).'),
+          groups_refresh_s: z.number().int().min(60).max(86_400).default(900)
+            .describe('With offline_access in scopes: how often a session\'s groups are refreshed at the IdP, seconds.'),
           session_key_file: z.string().min(1).optional()
             .describe('32-byte key sealing sessions, shared by every node of a cluster; dev mode makes one.'),
         }).prefault({}),

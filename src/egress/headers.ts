@@ -90,6 +90,11 @@ export function downstreamHeaders(headers: Record<string, string | string[] | un
       upstreamVia = Array.isArray(value) ? value.join(', ') : value;
       continue;
     }
+    if (name === 'set-cookie') {
+      // A destination must not set (or overwrite) the proxy's own session cookie on its site.
+      for (const v of Array.isArray(value) ? value : [value]) if (!v.trimStart().startsWith(PROXY_COOKIE)) out.push(name, v);
+      continue;
+    }
     if (Array.isArray(value)) for (const v of value) out.push(name, v);
     else out.push(name, value);
   }

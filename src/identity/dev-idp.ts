@@ -88,7 +88,6 @@ export async function startDevIdp(o: DevIdpOptions = {}): Promise<DevIdp> {
       response_types: ['code'], redirect_uris: o.portal.redirectUris, post_logout_redirect_uris: o.portal.postLogoutRedirectUris ?? [],
     });
   }
-  const byId = new Map(users.map((u) => [u.id, u]));
   const config: Configuration = {
     clients,
     clientDefaults: { id_token_signed_response_alg: 'ES256' },
@@ -101,6 +100,7 @@ export async function startDevIdp(o: DevIdpOptions = {}): Promise<DevIdp> {
     features: {
       devInteractions: { enabled: false },
       clientCredentials: { enabled: true },
+      revocation: { enabled: true },
       rpInitiatedLogout: { enabled: true, logoutSource: async (ctx, form) => { ctx.body = page('Sign out', `${form}<p>Signing out…</p><script>document.forms[0].submit()</script>`.replace('<form', '<form id="op.logoutForm"').replace('</form>', '<input type="hidden" name="logout" value="yes"/></form>')); } },
       resourceIndicators: {
         enabled: true,
@@ -109,9 +109,10 @@ export async function startDevIdp(o: DevIdpOptions = {}): Promise<DevIdp> {
         getResourceServerInfo: () => ({ scope: 'proxy', audience, accessTokenFormat: 'jwt', accessTokenTTL: o.accessTokenTtl ?? 600, jwt: { sign: { alg: 'ES256' } } }),
       },
     },
-    ttl: { AccessToken: o.accessTokenTtl ?? 600, ClientCredentials: o.accessTokenTtl ?? 600, IdToken: 600, Session: 3600, Interaction: 600, Grant: 3600 },
+    ttl: { AccessToken: o.accessTokenTtl ?? 600, ClientCredentials: o.accessTokenTtl ?? 600, IdToken: 600, Session: 3600, Interaction: 600, Grant: 3600, RefreshToken: 86_400 },
     findAccount: (_ctx, id) => {
-      const u = byId.get(id);
+      // Looked up live: a user removed from the list (or whose groups change) is seen at once.
+      const u = users.find((x) => x.id === id);
       if (!u) return undefined;
       return { accountId: id, claims: () => ({ sub: id, email: u.email, email_verified: true, name: u.name, groups: u.groups }) };
     },

@@ -43,6 +43,9 @@ export function safeReturnTo(rd: string | null | undefined, fallback: string): s
   return u.href;
 }
 
+/** Would the browser's next CONNECT to this https site be intercepted by the proxy? */
+export type Interception = (q: { host: string; port: number; principal: Principal; bound: boolean; clientIp: string | undefined }) => boolean;
+
 /** What the portal needs from sign-in set-up. */
 export interface PortalOptions {
   store: SessionStore;
@@ -55,8 +58,8 @@ export interface PortalOptions {
   ttlS: number;
   /** Client-address binding after sign-in, seconds (0 = off). */
   ipBindingS: number;
-  /** True when the proxy intercepts TLS, so https sites can be handed a session cookie. */
-  intercepting: () => boolean;
+  /** Only sites the proxy intercepts can be handed a session cookie (their hand-off never reaches them). */
+  intercepts: Interception;
   /** Keeps groups current when `offline_access` is among the scopes. */
   refresher?: GroupsRefresher | undefined;
   log: Logger;
@@ -203,21 +206,25 @@ export class Portal {
 
   /**
    * After sign-in (or at a login with a live session): binds the browser's address and device,
-   * then sends it on. An https page on an intercepted site first goes through the hand-off there,
-   * which sets that site's session cookie; a plain http page relies on the address binding.
+   * then sends it on. An https page on a site the proxy will intercept first goes through the
+   * hand-off there, which sets that site's session cookie; any other page relies on the address
+   * (or device) binding, and without one a plain http page gets an explanation instead of a loop.
    */
   private async proceed(req: IncomingMessage, res: ServerResponse, p: Principal, rd: string, cookies: string[]): Promise<void> {
     const ip = clientIp(req);
     const device = deviceOf(req.socket);
     this.o.store.bind(p, ip, device);
+    const bound = this.o.ipBindingS > 0 || device !== undefined;
     const u = new URL(rd);
     if (u.origin === this.origin) return this.redirect(res, 302, rd, cookies);
-    if (u.protocol === 'https:' && this.o.intercepting()) {
+    if (u.protocol === 'https:') {
       const t = parseAbsoluteTarget(rd);
-      const ticket = await this.o.store.sealTicket(p, siteKey(t.host, t.port), rd);
-      return this.redirect(res, 302, `https://${u.host}${SESSION_HANDOFF_PATH}?ticket=${ticket}`, cookies);
+      if (this.o.intercepts({ host: t.host, port: t.port, principal: p, bound, clientIp: ip })) {
+        const ticket = await this.o.store.sealTicket(p, siteKey(t.host, t.port), rd);
+        return this.redirect(res, 302, `https://${u.host}${SESSION_HANDOFF_PATH}?ticket=${ticket}`, cookies);
+      }
     }
-    if (u.protocol === 'http:' && this.o.ipBindingS === 0 && device === undefined) {
+    if (u.protocol === 'http:' && !bound) {
       // Nothing would recognise the page's requests: a redirect would only come back here, in a loop.
       res.setHeader('set-cookie', cookies);
       return this.page(res, 200, 'Signed in', `<h1>Signed in</h1><p>You are signed in as <b id="user">${escape(p.user ?? '')}</b>, but ` +

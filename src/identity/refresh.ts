@@ -2,11 +2,6 @@ import { refreshTokenGrant, ResponseBodyError, tokenRevocation, type Configurati
 import type { Logger } from 'pino';
 import { readSessionClaims, type ClaimNames, type SessionStore } from './sessions.js';
 
-/**
- * How often a session's groups and email are refreshed at the IdP, seconds. A constant until the
- * config has `identity.sign_in.groups_refresh_s`.
- */
-export const GROUPS_REFRESH_S = 900;
 /** Refreshes run at most this many at a time, so a crowd of sessions does not flood the IdP. */
 const PARALLEL = 8;
 

@@ -2,10 +2,12 @@ import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { allowInsecureRequests, ClientSecretBasic, discovery, type Configuration } from 'openid-client';
+import { decide } from '../policy/decide.js';
 import type { ProxyRuntime } from '../runtime.js';
 import type { DevIdp } from './dev-idp.js';
-import { Portal } from './portal.js';
-import { GROUPS_REFRESH_S, GroupsRefresher } from './refresh.js';
+import { Portal, type Interception } from './portal.js';
+import { ANONYMOUS } from './principal.js';
+import { GroupsRefresher } from './refresh.js';
 import { loadSessionKey, SessionStore } from './sessions.js';
 
 /** A host only this machine can reach, where plain http is acceptable (dev and tests). */
@@ -47,6 +49,23 @@ function discoverer(issuer: URL, clientId: string, secret: string): () => Promis
 }
 
 /**
+ * Predicts whether the browser's next CONNECT to a site will be intercepted, so that a hand-off
+ * ticket sent there is answered by the proxy rather than reaching the site. Asked as the CONNECT
+ * will be: as the user when an address or device binding will recognise it, else anonymously (an
+ * anonymous browser that policy refuses is intercepted to be sent to sign in, or refused outright:
+ * either way the ticket stays here). When unsure, no: the browser then goes straight to the page.
+ */
+function interception(rt: ProxyRuntime): Interception {
+  return ({ host, port, principal, bound, clientIp }) => {
+    if (!rt.inspection || rt.inspection.autoBypass.has(host)) return false;
+    const identity = bound ? principal : ANONYMOUS;
+    const d = decide(rt.current.policy, { kind: 'connect', host, port, scheme: 'https', source: clientIp, identity });
+    if (d.action === 'allow') return d.modifiers.inspect === true;
+    return !bound;
+  };
+}
+
+/**
  * Browser sign-in against `issuer`: the portal (/auth/ on the admin listener: authorization code
  * with PKCE) and the sessions it creates. Off (undefined) when no client secret is configured.
  */
@@ -80,12 +99,12 @@ export async function setupSignIn(rt: ProxyRuntime, issuer: string, devIdp: DevI
   // Warm up; a failure here is not fatal (tokens and anonymous traffic go on), sign-in retries it.
   await oidc().catch((err: unknown) => log.warn({ issuer, err: String(err) }, 'identity provider discovery failed; sign-in will retry'));
   // Groups are refreshed only when the admin asked for offline_access (a refresh token) in the scopes.
-  const refresher = si.scopes.includes('offline_access') ? new GroupsRefresher({ store, oidc, claims, intervalS: GROUPS_REFRESH_S, log }) : undefined;
+  const refresher = si.scopes.includes('offline_access') ? new GroupsRefresher({ store, oidc, claims, intervalS: si.groups_refresh_s, log }) : undefined;
   rt.identity.sessions = store;
   rt.identity.portal = new Portal({
-    store, oidc, portal, scopes: si.scopes, claims, ttlS: si.session_ttl_s, ipBindingS: si.ip_binding_s, intercepting: () => rt.inspection !== undefined, refresher, log,
+    store, oidc, portal, scopes: si.scopes, claims, ttlS: si.session_ttl_s, ipBindingS: si.ip_binding_s, intercepts: interception(rt), refresher, log,
   });
-  log.info({ portal: `${portal}/auth/`, client_id: clientId, ip_binding_s: si.ip_binding_s, groups_refresh_s: refresher ? GROUPS_REFRESH_S : 0 }, 'browser sign-in ready');
+  log.info({ portal: `${portal}/auth/`, client_id: clientId, ip_binding_s: si.ip_binding_s, groups_refresh_s: refresher ? si.groups_refresh_s : 0 }, 'browser sign-in ready');
   return {
     close: () => {
       refresher?.close();

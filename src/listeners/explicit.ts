@@ -7,7 +7,7 @@ import { openTunnel } from '../egress/tunnel.js';
 import { interceptTunnel, kIntercepted, type InterceptedTunnel } from '../inspection/intercept.js';
 import { forwardWebSocket } from '../egress/websocket.js';
 import { errorCode, ProxyError } from '../errors/proxy-error.js';
-import { statusOf, type ReasonId } from '../errors/reasons.js';
+import { REASONS, statusOf, type ReasonId } from '../errors/reasons.js';
 import { rejectSocket } from '../errors/reject.js';
 import { AccessRecord, loggedUrl } from '../logging/access-record.js';
 import { authenticate, challenges, deviceOf, SESSION_HANDOFF_PATH } from '../identity/authenticate.js';
@@ -121,6 +121,11 @@ function onRequest(rt: ProxyRuntime, req: IncomingMessage, res: ServerResponse, 
     // Inside an intercepted site, the sign-in portal hands the browser its session cookie for that site.
     if (rec.inspected && target.path.startsWith(SESSION_HANDOFF_PATH) && rt.identity.portal?.handoff) {
       Object.assign(rec, { scheme: target.scheme, host: target.host, port: target.port, decision: 'allow', reason: 'allowed', rule: 'sign-in' });
+      // A refused ticket is logged with the portal's reason, so it can be searched for.
+      res.once('finish', () => {
+        const r = res.getHeader('x-egress-reason');
+        if (typeof r === 'string' && r in REASONS) Object.assign(rec, { reason: r as ReasonId, decision: 'deny' });
+      });
       rt.identity.portal.handoff(req, res, target.host, target.port);
       return;
     }
