@@ -1,5 +1,6 @@
 import cluster, { type Worker } from 'node:cluster';
 import type { AddressInfo } from 'node:net';
+import { relaySessionSync } from './identity/session-sync.js';
 
 /** What the supervisor reports once the first worker listens (for the dev-mode banner). */
 export type OnListening = (address: AddressInfo) => void;
@@ -67,6 +68,7 @@ export function superviseWorkers(count: number, onFirstListening?: OnListening):
   });
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));
+  relaySessionSync();
   for (let i = 0; i < count; i++) fork();
   say('supervisor started', { workers: count });
 }

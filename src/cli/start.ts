@@ -4,7 +4,11 @@ import type { AddressInfo } from 'node:net';
 import { ENV, loadConfig } from '../config/load.js';
 import { FileValidationError } from '../config/validate.js';
 import { join } from 'node:path';
+import { randomBytes } from 'node:crypto';
 import { ensureDeviceCa } from '../identity/device-ca.js';
+import type { DevIdp } from '../identity/dev-idp.js';
+import { DEV_ISSUER, startDevIdentityProvider } from '../identity/setup.js';
+import { WORKER_SESSION_KEY } from '../identity/sign-in.js';
 import { caFiles, ensureCa, loadCa } from '../inspection/ca.js';
 import { loadPolicyDir } from '../policy/load.js';
 import { startProxy } from '../proxy.js';
@@ -37,6 +41,15 @@ export interface DevIdentityHints {
   service: string;
   token: string;
   tokenCommand: string;
+}
+
+/** A ready token for the dev identity provider's sample workload, and how to get a fresh one. */
+async function devHints(idp: DevIdp): Promise<DevIdentityHints> {
+  const svc = idp.services[0]!;
+  return {
+    issuer: idp.issuer, service: svc.clientId, token: await idp.serviceToken(svc.clientId),
+    tokenCommand: `curl -s -u ${svc.clientId}:${svc.clientSecret} -d grant_type=client_credentials -d scope=proxy -d resource=urn:egress-proxy ${idp.issuer}/token`,
+  };
 }
 
 function identityLines(listen: string, admin: string, caFile: string | undefined, id: DevIdentityHints): string[] {
@@ -111,8 +124,17 @@ export function registerStart(program: Command): void {
         } catch (err) {
           exitOnStartError(config.policiesDir, err);
         }
+        // Workers share one session key (unless the admin gave one) and, in dev mode, one identity provider.
+        if (config.identity.sign_in.session_key_file === undefined) process.env[WORKER_SESSION_KEY] = randomBytes(32).toString('hex');
+        let hints: DevIdentityHints | undefined;
+        if (opts.dev && config.identity.issuer === undefined) {
+          const idp = await startDevIdentityProvider(config);
+          process.env[DEV_ISSUER] = idp.issuer;
+          process.env.EGRESS_OIDC_CLIENT_SECRET = idp.portal!.clientSecret;
+          hints = await devHints(idp);
+        }
         superviseWorkers(config.workers, (a) => {
-          if (opts.dev) process.stderr.write(banner(hostPort(a), config.admin, config.inspection.enabled ? caFiles(config.caDir).cert : undefined));
+          if (opts.dev) process.stderr.write(banner(hostPort(a), config.admin, config.inspection.enabled ? caFiles(config.caDir).cert : undefined, hints));
         });
         return;
       }
@@ -124,14 +146,7 @@ export function registerStart(program: Command): void {
       }
       if (opts.dev && cluster.isPrimary) {
         const idp = proxy.identity.devIdp;
-        let hints: DevIdentityHints | undefined;
-        if (idp) {
-          const svc = idp.services[0]!;
-          hints = {
-            issuer: idp.issuer, service: svc.clientId, token: await idp.serviceToken(svc.clientId),
-            tokenCommand: `curl -s -u ${svc.clientId}:${svc.clientSecret} -d grant_type=client_credentials -d scope=proxy -d resource=urn:egress-proxy ${idp.issuer}/token`,
-          };
-        }
+        const hints = idp ? await devHints(idp) : undefined;
         const devices = proxy.deviceAddress ? hostPort(proxy.deviceAddress) : undefined;
         process.stderr.write(banner(hostPort(proxy.proxyAddress), hostPort(proxy.adminAddress), proxy.runtime.inspection?.ca.certFile, hints, devices));
       }

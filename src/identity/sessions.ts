@@ -107,7 +107,16 @@ export interface SessionStoreOptions {
   ipBindingS: number;
   /** Public URL of the portal (no trailing slash). */
   portal: string;
+  /** Told of every change to the in-memory state, so other workers can apply it (see session-sync.ts). */
+  onEvent?: ((e: SessionEvent) => void) | undefined;
 }
+
+/** A change to a store's in-memory state, as shared between the workers of one node. */
+export type SessionEvent =
+  | { op: 'bind'; map: 'ip' | 'device'; key: string; principal: Principal; until: number }
+  | { op: 'revoke'; sid: string; until: number }
+  | { op: 'update'; sid: string; email: string | undefined; groups: string[]; until: number }
+  | { op: 'ticket'; jti: string; until: number };
 
 /**
  * Sign-in sessions: sealed cookies any node with the key can read (the portal's own, and one per
@@ -178,6 +187,7 @@ export class SessionStore implements SessionLookup {
     const p = sessionPrincipal(c.sid, { user: c.user, email: typeof c.email === 'string' ? c.email : undefined, groups: strings(c.groups) }, c.sexp * 1000);
     if (p.expiresAt! <= now || this.revoked.has(c.sid)) return { refused: 'session ended' };
     this.usedTickets.set(c.jti, (c.exp as number) * 1000);
+    this.o.onEvent?.({ op: 'ticket', jti: c.jti, until: (c.exp as number) * 1000 });
     const cookie = await this.sealSession(p, site, Math.floor(now / 1000));
     return { principal: this.current(p), cookie, maxAgeS: Math.max(1, Math.floor((p.expiresAt! - now) / 1000)), rd: c.rd };
   }
@@ -222,14 +232,37 @@ export class SessionStore implements SessionLookup {
   update(sid: string, c: { email: string | undefined; groups: string[] }, expiresAt: number): void {
     if (this.revoked.has(sid)) return;
     this.overrides.set(sid, { email: c.email, groups: [...c.groups], until: expiresAt });
+    this.o.onEvent?.({ op: 'update', sid, email: c.email, groups: [...c.groups], until: expiresAt });
   }
 
   /** Binds the client address (for ip_binding_s) and the device certificate to a session. */
   bind(p: Principal, clientIp: string | undefined, device: Device | undefined, now = Date.now()): void {
     if (clientIp !== undefined && this.o.ipBindingS > 0) {
-      this.byIp.set(unmapV4(clientIp), { principal: p, until: Math.min(now + this.o.ipBindingS * 1000, p.expiresAt!) });
+      const b = { principal: p, until: Math.min(now + this.o.ipBindingS * 1000, p.expiresAt!) };
+      this.byIp.set(unmapV4(clientIp), b);
+      this.o.onEvent?.({ op: 'bind', map: 'ip', key: unmapV4(clientIp), ...b });
     }
-    if (device) this.byDevice.set(device.fingerprint, { principal: p, until: p.expiresAt! });
+    if (device) {
+      this.byDevice.set(device.fingerprint, { principal: p, until: p.expiresAt! });
+      this.o.onEvent?.({ op: 'bind', map: 'device', key: device.fingerprint, principal: p, until: p.expiresAt! });
+    }
+  }
+
+  /** Applies a change made by another worker (never re-announced). */
+  apply(e: SessionEvent): void {
+    switch (e.op) {
+      case 'bind':
+        (e.map === 'ip' ? this.byIp : this.byDevice).set(e.key, { principal: e.principal, until: e.until });
+        return;
+      case 'revoke':
+        this.forget(e.sid, e.until);
+        return;
+      case 'update':
+        if (!this.revoked.has(e.sid)) this.overrides.set(e.sid, { email: e.email, groups: e.groups, until: e.until });
+        return;
+      case 'ticket':
+        this.usedTickets.set(e.jti, e.until);
+    }
   }
 
   /** Ends a session before its expiry: its cookies, address and device bindings stop admitting. */
@@ -239,6 +272,11 @@ export class SessionStore implements SessionLookup {
 
   /** Ends session `sid` (which would have expired at `expiresAt`, epoch ms). */
   revokeId(sid: string, expiresAt: number): void {
+    this.forget(sid, expiresAt);
+    this.o.onEvent?.({ op: 'revoke', sid, until: expiresAt });
+  }
+
+  private forget(sid: string, expiresAt: number): void {
     this.revoked.set(sid, expiresAt);
     this.overrides.delete(sid);
     for (const m of [this.byIp, this.byDevice]) {

@@ -1,9 +1,13 @@
 import { randomBytes } from 'node:crypto';
+import type { LoadedConfig } from '../config/load.js';
 import type { ProxyRuntime } from '../runtime.js';
 import type { DevIdp } from './dev-idp.js';
 import { createDeviceDirectory } from './devices.js';
 import { setupSignIn } from './sign-in.js';
 import { createTokenVerifier } from './tokens.js';
+
+/** Environment variable naming the dev identity provider that a dev-mode supervisor runs for its workers. */
+export const DEV_ISSUER = 'EGRESS_DEV_ISSUER';
 
 /** What identity set-up started and must stop (the dev identity provider, timers). */
 export interface IdentityHandle {
@@ -11,6 +15,21 @@ export interface IdentityHandle {
   issuer: string | undefined;
   devIdp: DevIdp | undefined;
   close(): Promise<void>;
+}
+
+/** Starts the dev identity provider on loopback, with the proxy's portal registered as a client. */
+export async function startDevIdentityProvider(config: LoadedConfig): Promise<DevIdp> {
+  // Loaded only in dev mode: the provider and its web framework cost ~20 MB of memory.
+  const { startDevIdp } = await import('./dev-idp.js');
+  const si = config.identity.sign_in;
+  const portal = (si.portal_url ?? `http://${config.admin}`).replace(/\/+$/, '');
+  return startDevIdp({
+    accessTokenTtl: 8 * 3600,
+    portal: {
+      clientId: si.client_id, clientSecret: randomBytes(24).toString('hex'),
+      redirectUris: [`${portal}/auth/callback`], postLogoutRedirectUris: [`${portal}/auth/signed-out`],
+    },
+  });
 }
 
 /**
@@ -22,17 +41,11 @@ export async function setupIdentity(rt: ProxyRuntime, o: { dev: boolean }): Prom
   const cfg = rt.config.identity;
   let issuer = cfg.issuer;
   let devIdp: DevIdp | undefined;
-  if (issuer === undefined && o.dev) {
-    // Loaded only in dev mode: the provider and its web framework cost ~20 MB of memory.
-    const { startDevIdp } = await import('./dev-idp.js');
-    const portal = (cfg.sign_in.portal_url ?? `http://${rt.config.admin}`).replace(/\/+$/, '');
-    devIdp = await startDevIdp({
-      accessTokenTtl: 8 * 3600,
-      portal: {
-        clientId: cfg.sign_in.client_id, clientSecret: randomBytes(24).toString('hex'),
-        redirectUris: [`${portal}/auth/callback`], postLogoutRedirectUris: [`${portal}/auth/signed-out`],
-      },
-    });
+  if (issuer === undefined && o.dev && process.env[DEV_ISSUER] !== undefined) {
+    // A worker of a dev-mode supervisor: the supervisor runs the one dev identity provider.
+    issuer = process.env[DEV_ISSUER];
+  } else if (issuer === undefined && o.dev) {
+    devIdp = await startDevIdentityProvider(rt.config);
     issuer = devIdp.issuer;
   }
   rt.identity.enabled = issuer !== undefined;

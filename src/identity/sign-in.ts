@@ -8,6 +8,7 @@ import type { DevIdp } from './dev-idp.js';
 import { Portal, type Interception } from './portal.js';
 import { ANONYMOUS } from './principal.js';
 import { GroupsRefresher } from './refresh.js';
+import { workerSessionSync } from './session-sync.js';
 import { loadSessionKey, SessionStore } from './sessions.js';
 
 /** A host only this machine can reach, where plain http is acceptable (dev and tests). */
@@ -65,6 +66,9 @@ function interception(rt: ProxyRuntime): Interception {
   };
 }
 
+/** Environment variable through which the supervisor hands its workers one shared session key. */
+export const WORKER_SESSION_KEY = 'EGRESS_WORKER_SESSION_KEY';
+
 /**
  * Browser sign-in against `issuer`: the portal (/auth/ on the admin listener: authorization code
  * with PKCE) and the sessions it creates. Off (undefined) when no client secret is configured.
@@ -90,11 +94,16 @@ export async function setupSignIn(rt: ProxyRuntime, issuer: string, devIdp: DevI
   }
   let key: Uint8Array;
   if (si.session_key_file !== undefined) key = loadSessionKey(resolve(rt.config.baseDir, si.session_key_file));
-  else {
+  else if (process.env[WORKER_SESSION_KEY] !== undefined) {
+    // Made by the supervisor for its workers (workers > 1 without a key file): they must share it.
+    key = new Uint8Array(Buffer.from(process.env[WORKER_SESSION_KEY]!, 'hex'));
+  } else {
     key = new Uint8Array(randomBytes(32));
     if (!dev) log.warn('identity.sign_in.session_key_file is not set: sessions are sealed with a key made at start, so they do not survive a restart and other cluster nodes cannot read them');
   }
-  const store = new SessionStore({ key, ttlS: si.session_ttl_s, ipBindingS: si.ip_binding_s, portal });
+  const sync = workerSessionSync();
+  const store = new SessionStore({ key, ttlS: si.session_ttl_s, ipBindingS: si.ip_binding_s, portal, onEvent: sync?.announce });
+  const detach = sync?.attach(store);
   const oidc = discoverer(issuerUrl, clientId, secret);
   // Warm up; a failure here is not fatal (tokens and anonymous traffic go on), sign-in retries it.
   await oidc().catch((err: unknown) => log.warn({ issuer, err: String(err) }, 'identity provider discovery failed; sign-in will retry'));
@@ -108,6 +117,7 @@ export async function setupSignIn(rt: ProxyRuntime, issuer: string, devIdp: DevI
   return {
     close: () => {
       refresher?.close();
+      detach?.();
       store.close();
       rt.identity.portal = undefined;
       rt.identity.sessions = undefined;

@@ -1,0 +1,108 @@
+import { once } from 'node:events';
+import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { createServer, type AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { chromium, type Browser } from 'playwright-core';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { stringify } from 'yaml';
+import { startDevIdp, type DevIdp } from '../src/identity/dev-idp.js';
+import { startCli, type CliProxy } from './helpers/cli.js';
+import { startDns, type TestDns } from './helpers/dns-server.js';
+import { startOrigin, type Origin } from './helpers/origin.js';
+import { cleanEnv, run } from './helpers/run.js';
+
+async function freePort(): Promise<number> {
+  const s = createServer().listen(0, '127.0.0.1');
+  await once(s, 'listening');
+  const { port } = (s.address() as AddressInfo);
+  await new Promise((r) => s.close(r));
+  return port;
+}
+
+let idp: DevIdp;
+let dns: TestDns;
+let origin: Origin;
+let proxy: CliProxy;
+let browser: Browser;
+let portal: string;
+
+beforeAll(async () => {
+  const adminPort = await freePort();
+  portal = `http://127.0.0.1:${adminPort}`;
+  idp = await startDevIdp({ portal: { clientId: 'egress-proxy', clientSecret: 'workers-secret', redirectUris: [`${portal}/auth/callback`], postLogoutRedirectUris: [`${portal}/auth/signed-out`] } });
+  dns = await startDns({ 'app.test': ['127.0.0.2'] });
+  origin = await startOrigin({ host: '127.0.0.2', handler: (req, res) => res.end(`hello ${req.url}`) });
+  const dir = mkdtempSync(join(tmpdir(), 'egress-idworkers-'));
+  mkdirSync(join(dir, 'policies'));
+  writeFileSync(join(dir, 'secret'), 'workers-secret', { mode: 0o600 });
+  writeFileSync(join(dir, 'policies', 'p.yaml'), stringify({
+    version: 'v1', default: 'deny',
+    network: { allow_ranges: ['127.0.0.2/32'], http_ports: ['1-65535'], connect_ports: ['1-65535'] },
+    rules: [{ id: 'signed-in', action: 'allow', when: { anonymous: false } }],
+  }));
+  writeFileSync(join(dir, 'config.yaml'), stringify({
+    listen: '127.0.0.1:0', admin: `127.0.0.1:${adminPort}`, node_id: 'w', inspection: { enabled: false },
+    dns: { servers: [dns.address] }, identity: { issuer: idp.issuer, revalidate_s: 1, sign_in: { client_secret_file: 'secret' } },
+  }));
+  proxy = await startCli(['--config', join(dir, 'config.yaml'), '--workers', '2']);
+  browser = await chromium.launch({
+    executablePath: '/usr/bin/chromium', headless: true,
+    args: ['--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync',
+      '--disable-features=HttpsUpgrades,HttpsFirstBalancedModeAutoEnable', `--proxy-server=${proxy.url}`, '--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1'],
+  });
+}, 60_000);
+
+afterAll(async () => {
+  await browser?.close();
+  proxy?.child.kill('SIGTERM');
+  if (proxy) await proxy.exited;
+  await idp?.close();
+  await origin?.close();
+  dns?.close();
+});
+
+const access = (): Array<Record<string, unknown>> =>
+  proxy.stdout().split('\n').filter((l) => l.includes('"type":"access"')).map((l) => JSON.parse(l) as Record<string, unknown>);
+
+async function waitFor<T>(f: () => T | undefined, ms = 5000): Promise<T> {
+  const end = Date.now() + ms;
+  for (;;) {
+    const v = f();
+    if (v !== undefined) return v;
+    if (Date.now() > end) throw new Error('timed out');
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+describe('browser sign-in with --workers 2', () => {
+  it('a sign-in on one worker admits the browser on every worker, and a sign-out ends it on every worker', async () => {
+    const page = await browser.newPage();
+    const app = `http://app.test:${origin.port}`;
+    await page.goto(`${app}/start`);
+    await page.waitForURL((u) => u.href.startsWith(`${idp.issuer}/interaction/`));
+    await page.selectOption('#login', 'alice');
+    await Promise.all([page.waitForURL(`${app}/start`), page.click('#signin')]);
+    expect(await page.textContent('body')).toBe('hello /start');
+    // New connections from the same address are spread over both workers; all know alice.
+    for (let i = 0; i < 12; i++) {
+      const r = await run('curl', ['-sS', '-x', proxy.url, '-w', ' %{http_code}', `${app}/n${i}`], { env: cleanEnv() });
+      expect(r.stdout).toBe(`hello /n${i} 200`);
+    }
+    const lines = await waitFor(() => {
+      const l = access().filter((x) => /\/n\d+$/.test(String(x.url)));
+      return l.length === 12 ? l : undefined;
+    });
+    expect(new Set(lines.map((l) => l.worker))).toEqual(new Set([1, 2]));
+    for (const l of lines) expect(l).toMatchObject({ auth: 'session', user: 'alice', groups: 'eng' });
+    // Sign out (on whichever worker serves the portal): every worker forgets the binding.
+    await page.goto(`${portal}/auth/`);
+    await Promise.all([page.waitForURL((u) => u.href.includes('signed-out') || u.href.startsWith(idp.issuer)), page.click('#signout')]);
+    await new Promise((r) => setTimeout(r, 300));
+    for (let i = 0; i < 6; i++) {
+      const r = await run('curl', ['-sS', '-o', '/dev/null', '-x', proxy.url, '-w', '%{http_code}', `${app}/after${i}`], { env: cleanEnv() });
+      expect(r.stdout).toBe('407');
+    }
+    await page.close();
+  }, 60_000);
+});
