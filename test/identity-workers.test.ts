@@ -46,6 +46,8 @@ beforeAll(async () => {
     dns: { servers: [dns.address] }, identity: { issuer: idp.issuer, revalidate_s: 1, sign_in: { client_secret_file: 'secret' } },
   }));
   proxy = await startCli(['--config', join(dir, 'config.yaml'), '--workers', '2']);
+  // startCli returns at the first worker's ready line; wait for the second.
+  for (let i = 0; i < 200 && proxy.stdout().split('"egress-proxy ready"').length - 1 < 2; i++) await new Promise((r) => setTimeout(r, 50));
   browser = await chromium.launch({
     executablePath: '/usr/bin/chromium', headless: true,
     args: ['--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync',

@@ -22,6 +22,8 @@ describe('several workers sharing the listeners (--workers 2)', () => {
   it('serves from both workers, replaces a dead one, and drains all on SIGTERM', async () => {
     const p = await startCli(['--config', writeSetup(), '--workers', '2']);
     try {
+      // startCli returns at the first worker's ready line; the second may still be starting.
+      for (let i = 0; i < 200 && p.stdout().split('"egress-proxy ready"').length - 1 < 2; i++) await new Promise((r) => setTimeout(r, 50));
       // Fresh connections are spread over the workers.
       for (let i = 0; i < 12; i++) {
         const r = await run('curl', ['-sS', '-x', p.url, `${origin.url}/n${i}`], { env: cleanEnv() });
