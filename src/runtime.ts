@@ -33,6 +33,8 @@ export interface ProxyRuntime {
       handle(req: import('node:http').IncomingMessage, res: import('node:http').ServerResponse): void;
       /** Answers SESSION_HANDOFF_PATH inside an intercepted connection to `host:port`. */
       handoff?(req: import('node:http').IncomingMessage, res: import('node:http').ServerResponse, host: string, port: number): void;
+      /** Answers SESSION_HANDOFF_PATH on the proxy's own name (egress-proxy.invalid), reached through the proxy. */
+      bindHere?(req: import('node:http').IncomingMessage, res: import('node:http').ServerResponse): void;
     } | undefined;
     admitted: import('./identity/admitted.js').AdmittedConnections;
   };

@@ -106,6 +106,14 @@ function requestUrl(req: IncomingMessage, rec: AccessRecord): string {
   return `${req.headers.upgrade ? 'wss' : 'https'}://${authority}${req.url ?? '/'}`;
 }
 
+/** A refused sign-in step is logged with the portal's reason, so it can be searched for. */
+function logPortalRefusal(res: ServerResponse, rec: AccessRecord): void {
+  res.once('finish', () => {
+    const r = res.getHeader('x-egress-reason');
+    if (typeof r === 'string' && r in REASONS) Object.assign(rec, { reason: r as ReasonId, decision: 'deny' });
+  });
+}
+
 function onRequest(rt: ProxyRuntime, req: IncomingMessage, res: ServerResponse, expectContinue: boolean): void {
   const ex = new HttpExchange(rt, req, res);
   const rec = ex.record;
@@ -115,17 +123,21 @@ function onRequest(rt: ProxyRuntime, req: IncomingMessage, res: ServerResponse, 
     const target = parseAbsoluteTarget(url);
     if (target.host === PROBE_HOST) {
       Object.assign(rec, { host: PROBE_HOST, decision: 'allow', reason: 'allowed', rule: 'probe' });
+      // After sign-in the portal may send the browser here, through the proxy, so the session is
+      // bound to what the proxy itself sees: the device certificate and the client address.
+      if (target.path.startsWith(SESSION_HANDOFF_PATH) && rt.identity.portal?.bindHere) {
+        rec.rule = 'sign-in';
+        logPortalRefusal(res, rec);
+        rt.identity.portal.bindHere(req, res);
+        return;
+      }
       answerProbe(rt, res, req.socket.remoteAddress);
       return;
     }
     // Inside an intercepted site, the sign-in portal hands the browser its session cookie for that site.
     if (rec.inspected && target.path.startsWith(SESSION_HANDOFF_PATH) && rt.identity.portal?.handoff) {
       Object.assign(rec, { scheme: target.scheme, host: target.host, port: target.port, decision: 'allow', reason: 'allowed', rule: 'sign-in' });
-      // A refused ticket is logged with the portal's reason, so it can be searched for.
-      res.once('finish', () => {
-        const r = res.getHeader('x-egress-reason');
-        if (typeof r === 'string' && r in REASONS) Object.assign(rec, { reason: r as ReasonId, decision: 'deny' });
-      });
+      logPortalRefusal(res, rec);
       rt.identity.portal.handoff(req, res, target.host, target.port);
       return;
     }
