@@ -302,7 +302,12 @@ describe('session cookie on intercepted sites (address binding off)', () => {
       const login = async (rd: string): Promise<string> => {
         const r = parse(await run('curl', ['-sS', '-i', '-H', `Cookie: ${SESSION_COOKIE}=${value}`, `${bound.adminUrl}/auth/login?rd=${encodeURIComponent(rd)}`], { env: cleanEnv() }));
         expect(r.status).toBe(302);
-        return r.headers.location![0]!;
+        // First the bind step on the proxy's own name (through the proxy), then on to the page.
+        const step = r.headers.location![0]!;
+        expect(step.startsWith(`http://egress-proxy.invalid${SESSION_HANDOFF_PATH}?ticket=`)).toBe(true);
+        const s = parse(await run('curl', ['-sS', '-i', '-x', bound.url, step], { env: cleanEnv() }));
+        expect(s.status).toBe(302);
+        return s.headers.location![0]!;
       };
       // other.test is tunnelled, not intercepted, for a signed-in user: a ticket would reach the site itself.
       expect(await login(`${other}/direct`)).toBe(`${other}/direct`);

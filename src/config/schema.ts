@@ -66,6 +66,18 @@ export const configSchema = z
           .describe('Extra CA bundle (PEM) trusted for destinations, besides the system store.'),
         auto_bypass_after: z.number().int().min(0).max(1000).default(0)
           .describe('Stop intercepting a host after this many clients refused our certificate (pinning); 0 = never.'),
+        hold_bytes: z.number().int().min(0).max(1 << 30).default(8 << 20)
+          .describe('Request bodies up to this size are held until DLP/ICAP decide, so a blocked upload sends nothing; larger ones stream while scanned and are cut on a block.'),
+        icap: z.strictObject({
+          reqmod_url: z.string().regex(/^icap:\/\/[^/\s]+\/\S*$/, { message: 'expected icap://host:port/service' }).optional()
+            .describe('ICAP REQMOD service for uploads (RFC 3507), used by DLP profiles with `icap: true`.'),
+          respmod_url: z.string().regex(/^icap:\/\/[^/\s]+\/\S*$/, { message: 'expected icap://host:port/service' }).optional()
+            .describe('ICAP RESPMOD service for downloads.'),
+          timeout_ms: millis(5_000, 'Time allowed to connect to the ICAP server and for each of its answers'),
+          fail_open: z.boolean().default(false).describe('When the ICAP server is down or slow: true lets traffic through (logged), false refuses it.'),
+          preview_bytes: z.number().int().min(0).max(1 << 20).optional().describe('Preview size; default: what the server asks for in OPTIONS.'),
+          max_body_bytes: z.number().int().min(1024).max(1 << 30).default(10 << 20).describe('Largest body sent whole to the ICAP server.'),
+        }).prefault({}),
       })
       .prefault({}),
     identity: z

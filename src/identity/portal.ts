@@ -7,6 +7,7 @@ import {
 import type { Logger } from 'pino';
 import { unmapV4 } from '../config/fields.js';
 import { kIntercepted, type InterceptedTunnel } from '../inspection/intercept.js';
+import { PROBE_HOST } from '../listeners/probe.js';
 import { parseAbsoluteTarget } from '../listeners/target.js';
 import { deviceOf, SESSION_HANDOFF_PATH } from './authenticate.js';
 import type { ReasonId } from '../errors/reasons.js';
@@ -25,6 +26,13 @@ const MAX_RD = 2048;
 const MAX_SESSION_COOKIE = 3800;
 /** A site cookie also names its site; past this, browsers may drop it. */
 const MAX_SITE_COOKIE = 4000;
+/** The bind step's tickets are for the proxy's own name, as reached through the proxy. */
+const BIND_SITE = siteKey(PROBE_HOST, 80);
+
+/** Where the portal sends a browser after sign-in so the proxy binds the session to what it sees. */
+export function bindUrl(ticket: string): string {
+  return `http://${PROBE_HOST}${SESSION_HANDOFF_PATH}?ticket=${ticket}`;
+}
 
 /**
  * Where to send the browser after sign-in: an absolute http(s) URL without credentials, at most
@@ -58,6 +66,8 @@ export interface PortalOptions {
   ttlS: number;
   /** Client-address binding after sign-in, seconds (0 = off). */
   ipBindingS: number;
+  /** A device (mTLS) listener may carry browsers' requests: the bind step is worth it even without address binding. */
+  devices?: boolean | undefined;
   /** Only sites the proxy intercepts can be handed a session cookie (their hand-off never reaches them). */
   intercepts: Interception;
   /** Keeps groups current when `offline_access` is among the scopes. */
@@ -112,6 +122,15 @@ export class Portal {
    */
   handoff(req: IncomingMessage, res: ServerResponse, host: string, port: number): void {
     this.serve(req, res, this.redeem(req, res, siteKey(host, port)));
+  }
+
+  /**
+   * Answers SESSION_HANDOFF_PATH on the proxy's own name, reached through a proxy listener: a
+   * valid bind ticket binds its session to this connection's device certificate and client
+   * address, as the proxy sees them, then the browser goes on to its page. Never throws.
+   */
+  bindHere(req: IncomingMessage, res: ServerResponse): void {
+    this.serve(req, res, this.bind(req, res));
   }
 
   private serve(req: IncomingMessage, res: ServerResponse, work: Promise<void>): void {
@@ -205,23 +224,45 @@ export class Portal {
   }
 
   /**
-   * After sign-in (or at a login with a live session): binds the browser's address and device,
-   * then sends it on. An https page on a site the proxy will intercept first goes through the
-   * hand-off there, which sets that site's session cookie; any other page relies on the address
-   * (or device) binding, and without one a plain http page gets an explanation instead of a loop.
+   * After sign-in (or at a login with a live session): binds the address and device the portal
+   * sees (a fallback, for browsers that do not come back through the proxy), then, when the
+   * browser is on its way to a page through the proxy, sends it through the bind step on the
+   * proxy's own name, where the proxy binds what it sees itself; otherwise on to the page.
    */
   private async proceed(req: IncomingMessage, res: ServerResponse, p: Principal, rd: string, cookies: string[]): Promise<void> {
     const ip = clientIp(req);
     const device = deviceOf(req.socket);
     this.o.store.bind(p, ip, device);
-    const bound = this.o.ipBindingS > 0 || device !== undefined;
+    if (this.bindStep(rd)) {
+      const ticket = await this.o.store.sealTicket(p, BIND_SITE, rd);
+      return this.redirect(res, 302, bindUrl(ticket), cookies);
+    }
+    return this.onward(res, p, rd, cookies, ip, this.o.ipBindingS > 0 || device !== undefined);
+  }
+
+  /**
+   * Is the bind step worth a redirect? Only on the way to a page elsewhere (which the proxy sent
+   * the browser from, so the browser reaches it through the proxy; a sign-in started at the portal
+   * itself keeps working for a browser without one), and only when the proxy could bind something.
+   */
+  private bindStep(rd: string): boolean {
+    return new URL(rd).origin !== this.origin && (this.o.ipBindingS > 0 || this.o.devices === true);
+  }
+
+  /**
+   * Sends the browser on to `rd`, as `p` recognised by `bound` (an address or device binding) from
+   * `ip`. An https page on a site the proxy will intercept first goes through the hand-off there,
+   * which sets that site's session cookie; any other page relies on the bindings, and without one
+   * a plain http page gets an explanation instead of a loop.
+   */
+  private async onward(res: ServerResponse, p: Principal, rd: string, cookies: string[], ip: string | undefined, bound: boolean, extra: Record<string, string> = {}): Promise<void> {
     const u = new URL(rd);
-    if (u.origin === this.origin) return this.redirect(res, 302, rd, cookies);
+    if (u.origin === this.origin) return this.redirect(res, 302, rd, cookies, extra);
     if (u.protocol === 'https:') {
       const t = parseAbsoluteTarget(rd);
       if (this.o.intercepts({ host: t.host, port: t.port, principal: p, bound, clientIp: ip })) {
         const ticket = await this.o.store.sealTicket(p, siteKey(t.host, t.port), rd);
-        return this.redirect(res, 302, `https://${u.host}${SESSION_HANDOFF_PATH}?ticket=${ticket}`, cookies);
+        return this.redirect(res, 302, `https://${u.host}${SESSION_HANDOFF_PATH}?ticket=${ticket}`, cookies, extra);
       }
     }
     if (u.protocol === 'http:' && !bound) {
@@ -231,7 +272,37 @@ export class Portal {
         `<a href="${escape(rd)}">${escape(rd.slice(0, 200))}</a> is a plain <code>http</code> page, and this proxy recognises those only by ` +
         'your address, which it is set not to do. Use the https address of the site, or a token.</p>');
     }
-    this.redirect(res, 302, rd, cookies);
+    this.redirect(res, 302, rd, cookies, extra);
+  }
+
+  /** The bind step on the proxy's own name: ticket in, bindings made as the proxy sees this connection, on to the page. */
+  private async bind(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    let site: string;
+    let path: string;
+    try {
+      const t = parseAbsoluteTarget(req.url ?? '');
+      site = siteKey(t.host, t.port);
+      path = new URL(req.url!).pathname;
+    } catch {
+      throw new PortalError(400, 'bad_request', 'Not a request for this proxy\'s sign-in step.', 'bind step without an absolute URL');
+    }
+    if (path !== SESSION_HANDOFF_PATH) return this.page(res, 404, 'Not found', '<h1>Not found</h1>');
+    if (req.method !== 'GET') throw new PortalError(405, 'method_not_allowed', 'Method not allowed.');
+    const ticket = new URL(req.url!).searchParams.get('ticket');
+    // The return URL was checked when the ticket was sealed; the check here keeps the redirect safe whatever happens.
+    const r = this.o.store.claimTicket(ticket, site, (rd) => safeReturnTo(rd, '') === rd);
+    if ('refused' in r) {
+      throw new PortalError(400, 'signin_not_started', 'This sign-in link was already used, is more than a minute old, or is not for this proxy.', `bind on ${site}: ${r.refused}`);
+    }
+    const ip = clientIp(req);
+    const device = deviceOf(req.socket);
+    this.o.store.bind(r.principal, ip, device);
+    const addressBound = ip !== undefined && this.o.ipBindingS > 0;
+    this.o.log.info({
+      event: 'session_bound', user: r.principal.user, session: r.principal.sessionId, device_id: device?.id, client_ip: ip, address_bound: addressBound,
+    }, 'sign-in bound to what the proxy sees');
+    // The ticket is in this page's URL: the next page is not told it.
+    return this.onward(res, r.principal, r.rd, [], ip, addressBound || device !== undefined, { 'referrer-policy': 'no-referrer' });
   }
 
   /** The hand-off on an intercepted site: ticket in, site cookie out, back to the page. */
@@ -321,12 +392,15 @@ export class Portal {
   private page(res: ServerResponse, status: number, title: string, body: string, extra: Record<string, string> = {}): void {
     const html = `<!doctype html><html><head><meta charset="utf-8"><title>${escape(title)}</title></head>` +
       `<body style="font-family:sans-serif;max-width:32em;margin:3em auto">${body}</body></html>`;
-    res.writeHead(status, { ...this.headers(), ...extra, 'content-type': 'text/html; charset=utf-8', 'content-length': Buffer.byteLength(html) });
+    // Set one by one, not passed to writeHead, so the proxy listener can read X-Egress-Reason back for its access line.
+    const headers = { ...this.headers(), ...extra, 'content-type': 'text/html; charset=utf-8', 'content-length': String(Buffer.byteLength(html)) };
+    for (const [k, v] of Object.entries(headers)) res.setHeader(k, v);
+    res.writeHead(status);
     res.end(html);
   }
 
-  private redirect(res: ServerResponse, status: number, location: string, cookies: string[]): void {
-    res.writeHead(status, { ...this.headers(), location, 'set-cookie': cookies, 'content-length': 0 });
+  private redirect(res: ServerResponse, status: number, location: string, cookies: string[], extra: Record<string, string> = {}): void {
+    res.writeHead(status, { ...this.headers(), ...extra, location, 'set-cookie': cookies, 'content-length': 0 });
     res.end();
   }
 }

@@ -67,6 +67,12 @@ export function siteOf(socket: Socket): string | undefined {
   return t ? siteKey(t.host, t.port) : undefined;
 }
 
+/** A used-up ticket: the session it carries (as sealed in it) and where to go next. */
+export interface ClaimedTicket {
+  principal: Principal;
+  rd: string;
+}
+
 /** A redeemed hand-off ticket: the site cookie to set and where to go next. */
 export interface Redeemed {
   principal: Principal;
@@ -159,8 +165,9 @@ export class SessionStore implements SessionLookup {
   }
 
   /**
-   * A one-time ticket that hands `p` to the intercepted site `site` (see siteKey), which then
-   * returns to `rd` (already validated, on that site). It lives TICKET_TTL_S seconds.
+   * A one-time ticket that hands `p` to `site` (see siteKey): an intercepted site, which then
+   * returns to `rd` (already validated, on that site), or the proxy's own name for the bind step
+   * (portal.ts). It lives TICKET_TTL_S seconds.
    */
   sealTicket(p: Principal, site: string, rd: string, now = Date.now()): Promise<string> {
     const iat = Math.floor(now / 1000);
@@ -171,11 +178,12 @@ export class SessionStore implements SessionLookup {
   }
 
   /**
-   * Redeems a ticket at `site`: sealed by us, not expired, for this very site, with a return URL
-   * `returnOk` accepts, never used before, and its session still live. Returns the site cookie, or
-   * why not (for the log only). A refused ticket is not used up.
+   * Uses up a ticket at `site`: sealed by us, not expired, for this very site, with a return URL
+   * `returnOk` accepts, never used before, and its session still live. Returns the session (as
+   * sealed in the ticket) and the return URL, or why not (for the log only). A refused ticket is
+   * not used up.
    */
-  async redeemTicket(value: string | null, site: string, returnOk: (rd: string) => boolean, now = Date.now()): Promise<Redeemed | { refused: string }> {
+  claimTicket(value: string | null, site: string, returnOk: (rd: string) => boolean, now = Date.now()): ClaimedTicket | { refused: string } {
     if (value === null || value === '') return { refused: 'no ticket' };
     const c = openSealed(value, this.key, 'ticket', now / 1000, MAX_TICKET);
     if (!c) return { refused: 'ticket tampered, expired or not a ticket' };
@@ -188,8 +196,16 @@ export class SessionStore implements SessionLookup {
     if (p.expiresAt! <= now || this.revoked.has(c.sid)) return { refused: 'session ended' };
     this.usedTickets.set(c.jti, (c.exp as number) * 1000);
     this.o.onEvent?.({ op: 'ticket', jti: c.jti, until: (c.exp as number) * 1000 });
+    return { principal: p, rd: c.rd };
+  }
+
+  /** Redeems a hand-off ticket at the intercepted site `site` (see claimTicket): the site cookie to set. */
+  async redeemTicket(value: string | null, site: string, returnOk: (rd: string) => boolean, now = Date.now()): Promise<Redeemed | { refused: string }> {
+    const r = this.claimTicket(value, site, returnOk, now);
+    if ('refused' in r) return r;
+    const p = r.principal;
     const cookie = await this.sealSession(p, site, Math.floor(now / 1000));
-    return { principal: this.current(p), cookie, maxAgeS: Math.max(1, Math.floor((p.expiresAt! - now) / 1000)), rd: c.rd };
+    return { principal: this.current(p), cookie, maxAgeS: Math.max(1, Math.floor((p.expiresAt! - now) / 1000)), rd: r.rd };
   }
 
   /** Seals the state of a sign-in in progress for `ttlS` seconds. */

@@ -110,8 +110,11 @@ export async function setupSignIn(rt: ProxyRuntime, issuer: string, devIdp: DevI
   // Groups are refreshed only when the admin asked for offline_access (a refresh token) in the scopes.
   const refresher = si.scopes.includes('offline_access') ? new GroupsRefresher({ store, oidc, claims, intervalS: si.groups_refresh_s, log }) : undefined;
   rt.identity.sessions = store;
+  // The portal also answers the bind step (Portal.bindHere), which explicit.ts routes to it from the
+  // proxy listeners: there the proxy binds the session to the device and address it sees itself.
   rt.identity.portal = new Portal({
-    store, oidc, portal, scopes: si.scopes, claims, ttlS: si.session_ttl_s, ipBindingS: si.ip_binding_s, intercepts: interception(rt), refresher, log,
+    store, oidc, portal, scopes: si.scopes, claims, ttlS: si.session_ttl_s, ipBindingS: si.ip_binding_s,
+    devices: rt.config.devices.listen !== undefined || dev, intercepts: interception(rt), refresher, log,
   });
   log.info({ portal: `${portal}/auth/`, client_id: clientId, ip_binding_s: si.ip_binding_s, groups_refresh_s: refresher ? si.groups_refresh_s : 0 }, 'browser sign-in ready');
   return {

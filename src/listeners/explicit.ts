@@ -127,6 +127,7 @@ function onRequest(rt: ProxyRuntime, req: IncomingMessage, res: ServerResponse, 
       // bound to what the proxy itself sees: the device certificate and the client address.
       if (target.path.startsWith(SESSION_HANDOFF_PATH) && rt.identity.portal?.bindHere) {
         rec.rule = 'sign-in';
+        rec.device_id = deviceOf(req.socket)?.id;
         logPortalRefusal(res, rec);
         rt.identity.portal.bindHere(req, res);
         return;

@@ -21,7 +21,7 @@ export function renderPac(config: LoadedConfig, listenAddress: string): string {
   const proxy = config.pac.proxy ?? listenAddress;
   const domains = config.pac.direct_domains.map((d) => d.replace(/^\*\./, '.').toLowerCase());
   // Browsers reach the sign-in portal directly: through the proxy it would be refused as the
-  // proxy's own address, and the portal must see the browser's own address to bind it.
+  // proxy's own address. (The sign-in is then bound to what the proxy sees, in a step through it.)
   const portal = portalHost(config);
   if (portal && !domains.includes(portal)) domains.push(portal);
   const nets = config.pac.direct_cidrs
