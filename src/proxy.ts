@@ -9,6 +9,7 @@ import { LeafMinter } from './inspection/mint.js';
 import { parseHostPort } from './config/fields.js';
 import type { LoadedConfig } from './config/load.js';
 import { UpstreamPools } from './egress/pools.js';
+import { IcapClient } from './inspection/icap.js';
 import { AdmittedConnections } from './identity/admitted.js';
 import { setupIdentity, type IdentityHandle } from './identity/setup.js';
 import { AddressGuard } from './egress/addresses.js';
@@ -44,6 +45,14 @@ async function listen(server: Server, hostPort: string): Promise<AddressInfo> {
   return server.address() as AddressInfo;
 }
 
+/** ICAP clients for the configured services (none when not configured). */
+function icapClients(config: LoadedConfig): ProxyRuntime['icap'] {
+  const i = config.inspection.icap;
+  const make = (url: string | undefined): IcapClient | undefined =>
+    url === undefined ? undefined : new IcapClient({ url, timeoutMs: i.timeout_ms, failOpen: i.fail_open, maxBodyBytes: i.max_body_bytes, ...(i.preview_bytes !== undefined ? { previewBytes: i.preview_bytes } : {}) });
+  return { reqmod: make(i.reqmod_url), respmod: make(i.respmod_url) };
+}
+
 /** Loads policy, builds the runtime and starts both listeners. Throws if policy is invalid. */
 export async function startProxy(config: LoadedConfig, logger?: ProxyLogger, options: { dev?: boolean } = {}): Promise<RunningProxy> {
   const policy = loadPolicyDir(config.policiesDir);
@@ -70,6 +79,7 @@ export async function startProxy(config: LoadedConfig, logger?: ProxyLogger, opt
     upstream,
     upstreamTls,
     logger: lg,
+    icap: icapClients(config),
     identity: { enabled: false, tokens: undefined, sessions: undefined, devices: undefined, portal: undefined, admitted: new AdmittedConnections() },
     self: new SelfAddresses(),
     via: `1.1 ${config.node_id} (egress-proxy)`,
@@ -147,6 +157,8 @@ export async function startProxy(config: LoadedConfig, logger?: ProxyLogger, opt
       adminServer.closeAllConnections();
       await upstream.close().catch(() => undefined);
       await identity.close();
+      rt.icap.reqmod?.close();
+      rt.icap.respmod?.close();
       lg.log.info('stopped');
       lg.flush();
     })());

@@ -48,6 +48,8 @@ export interface ProxyRuntime {
     refusals: Map<string, number>;
     autoBypass: Set<string>;
   } | undefined;
+  /** ICAP services (inspection.icap), used by rules whose `dlp` names the `icap` profile. */
+  readonly icap: { reqmod: import('./inspection/icap.js').IcapClient | undefined; respmod: import('./inspection/icap.js').IcapClient | undefined };
   /** Our Via entry, e.g. "1.1 egress-1 (egress-proxy)". */
   readonly via: string;
   /** The part of `via` that identifies this node, used to detect loops. */

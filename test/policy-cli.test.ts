@@ -100,6 +100,7 @@ describe('docs/policy.md', () => {
     const dir = policyDir({
       'example.yaml': blocks[0]!, 'tests/example.yaml': blocks[1]!, 'devices.yaml': blocks[2]!,
       'categories/gambling/domains': 'casino.example\n',
+      'dlp/default.yaml': readFileSync(join(import.meta.dirname, '..', 'policies', 'dlp', 'default.yaml'), 'utf8'),
     });
     const r = await cli('test', dir);
     expect(r.stdout).toMatch(/^2 passed, 0 failed$/m);

@@ -35,7 +35,7 @@ rules:
   - id: github-acme-write
     action: allow
     when: { apps: [github-acme], methods: [POST, PUT], devices: [trusted] }
-    dlp: [secrets]
+    dlp: [icap]
   - id: internal-from-office
     action: allow
     when: { apps: [internal-net], sources: [192.168.10.0/24, "2001:db8:1::/48"] }
@@ -86,7 +86,7 @@ describe('policy engine', () => {
 
   it('matches URL prefixes, methods and device trust together', () => {
     const q = base({ host: 'api.github.com', path: '/repos/acme/widgets/issues', method: 'POST', identity: { user: 'alice' }, device: { managed: true, disk_encrypted: true } });
-    expect(decide(p, q)).toMatchObject({ action: 'allow', rule: 'github-acme-write', modifiers: { dlp: ['secrets'] } });
+    expect(decide(p, q)).toMatchObject({ action: 'allow', rule: 'github-acme-write', modifiers: { dlp: ['icap'] } });
     expect(decide(p, { ...q, path: '/repos/other/x' }).rule).toBe('default');
     expect(decide(p, { ...q, method: 'GET' }).rule).toBe('default');
     expect(decide(p, { ...q, device: { managed: true } }).rule).toBe('default');

@@ -2,7 +2,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import { isIP, type Socket } from 'node:net';
 import { chooseAddress } from '../egress/dial.js';
 import { HttpExchange } from '../egress/forward-http.js';
-import { viaContains } from '../egress/headers.js';
+import { hasBody, viaContains } from '../egress/headers.js';
 import { openTunnel } from '../egress/tunnel.js';
 import { interceptTunnel, kIntercepted, type InterceptedTunnel } from '../inspection/intercept.js';
 import { forwardWebSocket } from '../egress/websocket.js';
@@ -12,7 +12,10 @@ import { rejectSocket } from '../errors/reject.js';
 import { AccessRecord, loggedUrl } from '../logging/access-record.js';
 import { authenticate, challenges, deviceOf, SESSION_HANDOFF_PATH } from '../identity/authenticate.js';
 import type { Asked, Principal } from '../identity/principal.js';
+import { responseCheck } from '../inspection/download.js';
+import { inspectUpload } from '../inspection/upload.js';
 import { decide, deviceLevels } from '../policy/decide.js';
+import { ICAP_PROFILE } from '../policy/schema.js';
 import type { ProxyRuntime } from '../runtime.js';
 import { answerConnectProbe, answerProbe, PROBE_HOST } from './probe.js';
 import { parseAbsoluteTarget, parseConnectTarget, type Target } from './target.js';
@@ -61,6 +64,7 @@ function judge(rt: ProxyRuntime, rec: AccessRecord, req: IncomingMessage, target
   rec.rule = d.rule;
   rec.policy_version = d.version;
   rec.inspectWanted = d.modifiers.inspect === true;
+  rec.dlpProfiles = d.modifiers.dlp;
   if (d.report.length > 0) rec.report = d.report.map((h) => `${h.rule}:${h.action}`).join(',');
   if (d.action === 'allow') return;
   if (asked.principal.method === 'anonymous' && rt.identity.enabled && wantsIdentity(rt, d.rule)) {
@@ -143,20 +147,27 @@ function onRequest(rt: ProxyRuntime, req: IncomingMessage, res: ServerResponse, 
       return;
     }
     const ip = admit(rt, rec, req, target, 'http');
-    if (typeof ip === 'string') send(ex, res, target, ip, expectContinue);
-    else ip.then((a) => send(ex, res, target, a, expectContinue)).catch((err: unknown) => ex.fail(err));
+    if (typeof ip === 'string') send(rt, ex, req, res, target, ip, expectContinue);
+    else ip.then((a) => send(rt, ex, req, res, target, a, expectContinue)).catch((err: unknown) => ex.fail(err));
   } catch (err) {
     ex.fail(err);
   }
 }
 
-function send(ex: HttpExchange, res: ServerResponse, target: Target, ip: string, expectContinue: boolean): void {
+function send(rt: ProxyRuntime, ex: HttpExchange, req: IncomingMessage, res: ServerResponse, target: Target, ip: string, expectContinue: boolean): void {
   const rec = ex.record;
   rec.resolved_ip = ip;
   rec.decision = 'allow';
   rec.reason = 'allowed';
   if (expectContinue) res.writeContinue();
-  ex.forward(target, ip);
+  const profiles = rec.dlpProfiles;
+  ex.responseCheck = responseCheck(rt, rec, profiles);
+  if (profiles === undefined || profiles.length === 0 || (!hasBody(req) && !profiles.includes(ICAP_PROFILE))) {
+    ex.forward(target, ip);
+    return;
+  }
+  // The rule wants the body inspected: nothing goes upstream until inspection releases it.
+  inspectUpload(rt, rec, req, profiles).then((body) => ex.forward(target, ip, body), (err: unknown) => ex.fail(err));
 }
 
 /** Runs a raw-socket exchange (CONNECT or WebSocket): one record, one refusal path, one log line. */

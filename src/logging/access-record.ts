@@ -50,6 +50,16 @@ export class AccessRecord {
   device_id: string | undefined;
   /** The device's trust levels under the policy in force ("unknown" without a certificate). */
   device_trust: string | undefined;
+  /** DLP findings: detector:count[masked samples]:action, files by type; never data in clear. */
+  dlp: string | undefined;
+  /** The body was allowed without being (wholly) scanned. */
+  dlp_unscanned = false;
+  /** Incident id shown on the block page (DLP or ICAP block, DLP alert). */
+  incident: string | undefined;
+  /** What the ICAP service said: unmodified, modified-request, blocked, or error:<reason>[:open]. */
+  icap: string | undefined;
+  /** The rule's DLP profiles (not logged). */
+  dlpProfiles: readonly string[] | undefined;
   /** Who asked, as the request path established it (not logged as such: see `identify`). */
   asked: Asked | undefined;
   /** An anonymous browser's tunnel, intercepted so the pages inside can send it to sign in (not logged). */
@@ -105,6 +115,7 @@ export class AccessRecord {
       `${str('rule', this.rule)}${str('policy_version', this.policy_version)}${str('report', this.report)},"inspected":${this.inspected}` +
       `,"auth":"${this.auth}"${str('user', clip(this.user, 256))}${str('email', clip(this.email, 256))}${str('groups', clip(this.groups, 512))}` +
       `${str('service', clip(this.service, 256))}${str('device_id', clip(this.device_id, 256))}${str('device_trust', this.device_trust)}` +
+      `${str('dlp', clip(this.dlp, 1024))}${this.dlp_unscanned ? ',"dlp_unscanned":true' : ''}${str('incident', this.incident)}${str('icap', this.icap)}` +
       `${str('user_agent', clip(this.user_agent, 256))}}\n`;
   }
 

@@ -1,3 +1,4 @@
+import type { CompiledProfile } from '../inspection/dlp/profile.js';
 import { BlockList } from 'node:net';
 import { parseCidr } from '../config/fields.js';
 import type { FileProblem } from '../config/validate.js';
@@ -67,6 +68,8 @@ export interface CompiledPolicy {
   readonly anyAppUnscoped: readonly number[];
   readonly groupsOf: ReadonlyMap<string, readonly string[]>;
   readonly deviceLevels: ReadonlyArray<readonly [string, TrustLevel]>;
+  /** DLP profiles (policies/dlp/*.yaml) by name; rules name them in `dlp:`. */
+  readonly dlp: ReadonlyMap<string, CompiledProfile>;
 }
 
 /** One parsed policy file with its text (for error positions). */
@@ -186,6 +189,7 @@ export function compileFiles(
   const http = files.flatMap((f) => f.data.network.http_ports ?? []);
   return {
     policy: {
+      dlp: new Map(),
       version,
       files: files.map((f) => f.name),
       defaultAction: defaults[0]?.data.default ?? 'deny',

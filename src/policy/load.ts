@@ -1,10 +1,11 @@
-import { createHash } from 'node:crypto';
+import { createHash, type Hash } from 'node:crypto';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { FileValidationError, parseYamlFile, type FileProblem } from '../config/validate.js';
 import { compileFiles, type CompiledPolicy, type LoadedFile } from './compile.js';
-import { policyFileSchema } from './schema.js';
+import { ICAP_PROFILE, policyFileSchema } from './schema.js';
+import { loadDlpProfiles, type CompiledProfile } from '../inspection/dlp/profile.js';
 
 export type { CompiledPolicy } from './compile.js';
 
@@ -66,8 +67,32 @@ export function compilePolicyDir(dir: string, files: readonly LoadedFile[]): Com
   };
   const result = compileFiles(files, '', readCategory);
   if ('problems' in result) throw new FileValidationError(result.problems);
-  // The hash is finished only now, once every category list that was read is in it.
-  return { ...result.policy, version: hash.digest('hex').slice(0, 12) };
+  const dlp = loadProfilesWithPolicy(dir, files, hash);
+  // The hash is finished only now, once every category list and DLP profile that was read is in it.
+  return { ...result.policy, dlp, version: hash.digest('hex').slice(0, 12) };
+}
+
+/**
+ * The DLP profiles in `dir/dlp/*.yaml`, checked against the rules that name them: a rule naming
+ * a profile that does not exist is an error of the policy, like an unknown app. `icap` is the
+ * reserved name of the configured ICAP service.
+ */
+function loadProfilesWithPolicy(dir: string, files: readonly LoadedFile[], hash: Hash): Map<string, CompiledProfile> {
+  const dlpDir = join(dir, 'dlp');
+  const profiles = existsSync(dlpDir) ? loadDlpProfiles(dlpDir) : new Map<string, CompiledProfile>();
+  for (const p of profiles.values()) hash.update(`dlp/${p.name}`).update('\0').update(readFileSync(p.file, 'utf8')).update('\0');
+  const problems: FileProblem[] = [];
+  for (const f of files) {
+    (f.data.rules ?? []).forEach((r, i) => {
+      for (const name of r.dlp ?? []) {
+        if (name !== ICAP_PROFILE && !profiles.has(name)) {
+          problems.push({ file: f.name, line: 0, col: 0, field: `rules[${i}].dlp`, message: `rule ${r.id}: no DLP profile "${name}" in ${dlpDir} (known: ${[...profiles.keys(), ICAP_PROFILE].join(', ')})` });
+        }
+      }
+    });
+  }
+  if (problems.length > 0) throw new FileValidationError(problems);
+  return profiles;
 }
 
 /** Reads, validates and compiles a policy directory, synchronously (start-up and the CLI). */

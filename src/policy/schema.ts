@@ -68,6 +68,9 @@ export const whenSchema = z.strictObject({
   }).optional(),
 });
 
+/** The reserved DLP profile name that sends a body to the configured ICAP service. */
+export const ICAP_PROFILE = 'icap';
+
 /** One rule. Rules are evaluated in order (files by name, then position); the first enforcing match decides. */
 export const ruleSchema = z.strictObject({
   id: name.describe('Stable id, shown in logs and on the block page.'),
