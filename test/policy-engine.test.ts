@@ -201,6 +201,34 @@ rules:
     expect(decide(p, base({ host: 'www.casino.example' })).rule).toBe('no-gambling');
     expect(decide(p, base({ host: 'notcasino.example' })).rule).toBe('default');
   });
+
+  it('match urls entries on host and path prefix when the path is known, from a categories_dir of the admin\'s lists', () => {
+    const p = compile(`version: v1
+default: allow
+categories_dir: lists
+apps:
+  adult: { categories: [adult] }
+rules:
+  - id: no-adult
+    action: deny
+    when: { apps: [adult] }
+`, { 'lists/adult/urls': '020sextoy.example/sk\nsite.example/tag/playboy\n', 'lists/adult/expressions': '(ignored)\n' });
+    const http = (host: string, path: string) => base({ kind: 'http', scheme: 'http', port: 80, host, path });
+    expect(decide(p, http('020sextoy.example', '/sk/item')).rule).toBe('no-adult');
+    expect(decide(p, http('www.020sextoy.example', '/sk')).rule).toBe('no-adult');
+    expect(decide(p, http('020sextoy.example', '/other')).rule).toBe('default');
+    expect(decide(p, http('site.example', '/tag/playboy-x')).rule).toBe('no-adult');
+    expect(decide(p, http('site.example', '/tags')).rule).toBe('default');
+    // A tunnel that is not inspected has no path: a urls entry cannot match it.
+    expect(decide(p, base({ kind: 'connect', host: '020sextoy.example', port: 443 })).rule).toBe('default');
+  });
+
+  it('refuse a category name that would read outside the categories directory', () => {
+    expect(() => compile(`version: v1
+apps:
+  x: { categories: [".."] }
+`, { 'categories/../passwd/domains': 'x.example\n' })).toThrow(/apps\.x\.categories/);
+  });
 });
 
 describe('device trust predicates', () => {

@@ -44,6 +44,18 @@ export interface AppExtra {
   readonly ports: PortSet | undefined;
 }
 
+/** A category list: the squidGuard/UT1 `domains` and `urls` files (either may be empty). */
+export interface CategoryList {
+  readonly domains: readonly string[];
+  readonly urls: readonly string[];
+}
+
+/** URL-list entries by host (lower case, no leading www.): [path prefix, app id]. */
+export type UrlIndex = ReadonlyMap<string, ReadonlyArray<readonly [string, number]>>;
+
+/** The host key of a URL-list entry or of a request: lower case, without a leading "www.". */
+export const urlHostKey = (host: string): string => (host.startsWith('www.') ? host.slice(4) : host);
+
 /** The whole policy set, compiled for fast decisions. Immutable: reloads build a new one. */
 export interface CompiledPolicy {
   /** Content hash of every file; goes into each access-log line. */
@@ -68,6 +80,8 @@ export interface CompiledPolicy {
   readonly anyAppUnscoped: readonly number[];
   readonly groupsOf: ReadonlyMap<string, readonly string[]>;
   readonly deviceLevels: ReadonlyArray<readonly [string, TrustLevel]>;
+  /** Category URL lists (urls files), matched on host and path prefix when the path is known. */
+  readonly urlIndex: UrlIndex;
   /** DLP profiles (policies/dlp/*.yaml) by name; rules name them in `dlp:`. */
   readonly dlp: ReadonlyMap<string, CompiledProfile>;
 }
@@ -108,7 +122,7 @@ const setOf = <T>(list: readonly T[] | undefined): ReadonlySet<T> | undefined =>
 export function compileFiles(
   files: readonly LoadedFile[],
   version: string,
-  readCategory: (name: string) => readonly string[] | undefined,
+  readCategory: (name: string) => CategoryList | undefined,
 ): { policy: CompiledPolicy } | { problems: FileProblem[] } {
   const problems: FileProblem[] = [];
   const at = (f: LoadedFile, field: string, needle: string, message: string): void => {
@@ -120,7 +134,8 @@ export function compileFiles(
   const appIds = new Map<string, number>();
   const appExtra: AppExtra[] = [];
   const hosts = new HostIndex();
-  const categoryCache = new Map<string, readonly string[] | undefined>();
+  const categoryCache = new Map<string, CategoryList | undefined>();
+  const urlIndex = new Map<string, Array<readonly [string, number]>>();
   for (const f of files) {
     for (const [name, app] of Object.entries(f.data.apps)) {
       if (appIds.has(name)) {
@@ -132,9 +147,20 @@ export function compileFiles(
       for (const h of app.hosts) hosts.addPattern(h, id);
       for (const c of app.categories) {
         if (!categoryCache.has(c)) categoryCache.set(c, readCategory(c));
-        const domains = categoryCache.get(c);
-        if (!domains) at(f, `apps.${name}.categories`, c, `unknown category "${c}" (no categories/${c}/domains file)`);
-        else for (const d of domains) hosts.addDomain(d, id);
+        const list = categoryCache.get(c);
+        if (!list) {
+          at(f, `apps.${name}.categories`, c, `unknown category "${c}" (no ${c}/domains or ${c}/urls list in the categories directory)`);
+          continue;
+        }
+        for (const d of list.domains) hosts.addDomain(d, id);
+        for (const u of list.urls) {
+          const slash = u.indexOf('/');
+          const host = urlHostKey((slash < 0 ? u : u.slice(0, slash)).toLowerCase());
+          const path = slash < 0 ? '/' : u.slice(slash);
+          const l = urlIndex.get(host);
+          if (l) l.push([path, id]);
+          else urlIndex.set(host, [[path, id]]);
+        }
       }
       appExtra.push({
         cidrs: blockList(app.cidrs),
@@ -190,6 +216,7 @@ export function compileFiles(
   return {
     policy: {
       dlp: new Map(),
+      urlIndex,
       version,
       files: files.map((f) => f.name),
       defaultAction: defaults[0]?.data.default ?? 'deny',

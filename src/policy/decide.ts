@@ -2,7 +2,7 @@ import { isIP } from 'node:net';
 import { unmapV4 } from '../config/fields.js';
 import type { ReasonId } from '../errors/reasons.js';
 import { checkPredicate } from './device-trust.js';
-import type { CompiledPolicy, CompiledRule, Modifiers } from './compile.js';
+import { urlHostKey, type CompiledPolicy, type CompiledRule, type Modifiers } from './compile.js';
 
 /** Who is asking, as identity established it (empty for anonymous). */
 export interface QueryIdentity {
@@ -90,6 +90,11 @@ function context(policy: CompiledPolicy, q: PolicyQuery): Ctx {
       const url = `${q.scheme}://${q.host}${q.port === (q.scheme === 'https' || q.scheme === 'wss' ? 443 : 80) ? '' : `:${q.port}`}${q.path}`;
       if (x.urls.some((u) => url.startsWith(u)) && !apps.includes(a)) apps.push(a);
     }
+  }
+  // Category URL lists: only when the path is known (plain HTTP, or inside interception).
+  if (policy.urlIndex.size > 0 && q.path !== undefined) {
+    const entries = policy.urlIndex.get(urlHostKey(q.host));
+    if (entries) for (const [prefix, a] of entries) if (q.path.startsWith(prefix) && !apps.includes(a)) apps.push(a);
   }
   // An app restricted to some ports is not matched on others.
   let matched = apps;

@@ -3,13 +3,13 @@ import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { FileValidationError, parseYamlFile, type FileProblem } from '../config/validate.js';
-import { compileFiles, type CompiledPolicy, type LoadedFile } from './compile.js';
+import { compileFiles, type CategoryList, type CompiledPolicy, type LoadedFile } from './compile.js';
 import { ICAP_PROFILE, policyFileSchema } from './schema.js';
 import { loadDlpProfiles, type CompiledProfile } from '../inspection/dlp/profile.js';
 
 export type { CompiledPolicy } from './compile.js';
 
-/** Reads a squidGuard/UT1 `domains` file: one domain per line, # comments and blanks ignored. */
+/** Reads a squidGuard/UT1 `domains` or `urls` file: one entry per line, # comments and blanks ignored. */
 export function readDomainList(text: string): string[] {
   const out: string[] = [];
   for (const raw of text.split('\n')) {
@@ -56,14 +56,22 @@ export function readPolicyFiles(dir: string): LoadedFile[] {
 export function compilePolicyDir(dir: string, files: readonly LoadedFile[]): CompiledPolicy {
   const hash = createHash('sha256');
   for (const f of files) hash.update(f.name.slice(dir.length)).update('\0').update(f.text).update('\0');
-  const readCategory = (category: string): string[] | undefined => {
+  const categoriesDir = join(dir, files.find((f) => f.data.categories_dir !== undefined)?.data.categories_dir ?? 'categories');
+  const readList = (category: string, kind: 'domains' | 'urls'): string[] | undefined => {
     try {
-      const text = readFileSync(join(dir, 'categories', category, 'domains'), 'utf8');
-      hash.update(`categories/${category}`).update('\0').update(text).update('\0');
+      const text = readFileSync(join(categoriesDir, category, kind), 'utf8');
+      hash.update(`categories/${category}/${kind}`).update('\0').update(text).update('\0');
       return readDomainList(text);
     } catch {
       return undefined;
     }
+  };
+  const readCategory = (category: string): CategoryList | undefined => {
+    // A name with a path separator would read outside the categories directory.
+    if (category.includes('/') || category.includes('\\') || category.startsWith('.')) return undefined;
+    const domains = readList(category, 'domains');
+    const urls = readList(category, 'urls');
+    return domains || urls ? { domains: domains ?? [], urls: urls ?? [] } : undefined;
   };
   const result = compileFiles(files, '', readCategory);
   if ('problems' in result) throw new FileValidationError(result.problems);

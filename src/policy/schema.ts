@@ -29,7 +29,7 @@ export const appSchema = z.strictObject({
   urls: z.array(urlPrefix).default([]).describe('URL prefixes (need TLS interception for https).'),
   cidrs: z.array(cidr).default([]).describe('Destination networks, matched on the address the host resolves to.'),
   ports: z.array(portSpec).optional().describe('Restrict the app to these ports (default: any).'),
-  categories: z.array(name).default([]).describe('Category lists under policies/categories/<name>/domains.'),
+  categories: z.array(name).default([]).describe('Category lists (squidGuard/UT1 format: <categories_dir>/<name>/domains and /urls).'),
 });
 
 const attrValue = z.union([z.string(), z.number(), z.boolean()]);
@@ -93,6 +93,8 @@ export const policyFileSchema = z
     description: z.string().optional(),
     default: z.enum(['allow', 'deny']).optional()
       .describe('Action when no rule decides. At most one file may set it; unset means deny.'),
+    categories_dir: z.string().min(1).optional()
+      .describe('Directory of category lists in the squidGuard/UT1 format (<name>/domains, <name>/urls), relative to the policy directory. Default: categories.'),
     network: z
       .strictObject({
         allow_ranges: z.array(cidr).default([])
