@@ -43,7 +43,14 @@ beforeAll(async () => {
   writeFileSync(join(dir, 'origin-ca.pem'), originCa.cert);
   secure = await startOrigin({ host: '127.0.0.3', tls: makeLeaf(originCa, ['secure.test'], ['127.0.0.3']) });
   dns = await startDns({ 'secure.test': ['127.0.0.3'] });
-  icap = await startCIcap({ filterRules: ['srv_content_filtering.Match Secret body /TOPSECRET/ score=10', 'srv_content_filtering.Action block score{Secret>5}'] });
+  icap = await startCIcap({
+    filterRules: [
+      'srv_content_filtering.Match Secret body /TOPSECRET/ score=10',
+      'srv_content_filtering.Match Card body /CARD-[0-9]+/ score=1 info{MASK}=CARD-XXXX',
+      'srv_content_filtering.Action block score{Secret>5}',
+      'srv_content_filtering.Action replace score{Card>0} replaceInfo=MASK',
+    ],
+  });
   initCa(join(dir, 'ca'));
   proxy = await startTestProxy({
     dns: { servers: [dns.address] },
@@ -173,12 +180,21 @@ describe('DLP on uploads through the proxy', () => {
     // (c-icap's content filter reads text bodies.)
     const ok = await post('/icap/ok', ['-H', 'Content-Type: text/plain', '--data-binary', 'nothing to see']);
     expect(ok.stdout).toMatch(/^HTTP\/1\.1 200 /);
-    expect(await proxy.waitForAccess((l) => String(l.url).endsWith('/icap/ok'))).toMatchObject({ icap: 'unmodified' });
+    expect(await proxy.waitForAccess((l) => String(l.url).endsWith('/icap/ok'))).toMatchObject({ icap: 'reqmod:unmodified,respmod:unmodified' });
     const bad = await post('/icap/bad', ['-H', 'Content-Type: text/plain', '--data-binary', 'this is TOPSECRET material']);
     expect(bad.stdout).toMatch(/^HTTP\/1\.1 403 /);
     expect(bad.stdout).toMatch(/x-egress-reason: icap_blocked/i);
     expect(origin.seen.some((s) => s.url === '/icap/bad')).toBe(false);
     expect(icap.accessLog()).toMatch(/REQMOD/);
+  });
+
+  it('forwards the body as the ICAP service rewrote it (with its new length)', async () => {
+    const r = await post('/icap/mod', ['-H', 'Content-Type: text/plain', '--data-binary', 'pay with CARD-123456 today']);
+    expect(r.stdout).toMatch(/^HTTP\/1\.1 200 /);
+    const seen = origin.seen.find((s) => s.url === '/icap/mod')!;
+    expect(seen.body!.toString()).toBe('pay with CARD-XXXX today');
+    expect(seen.headers['content-length']).toBe(String(seen.body!.length));
+    expect(await proxy.waitForAccess((l) => String(l.url).endsWith('/icap/mod'))).toMatchObject({ icap: 'reqmod:modified-request,respmod:unmodified' });
   });
 });
 
@@ -203,7 +219,7 @@ describe('checks on downloads', () => {
     const bad = await get('/scan/secret');
     expect(bad.stdout).not.toContain('TOPSECRET plans');
     expect(bad.stdout).not.toMatch(/^HTTP\/1\.1 200 /);
-    expect(await proxy.waitForAccess((l) => String(l.url).endsWith('/scan/secret'))).toMatchObject({ icap: 'blocked' });
+    expect(await proxy.waitForAccess((l) => String(l.url).endsWith('/scan/secret'))).toMatchObject({ icap: 'reqmod:unmodified,respmod:blocked' });
     expect(icap.accessLog()).toMatch(/RESPMOD/);
   });
 });
@@ -222,7 +238,7 @@ describe('ICAP service down', () => {
       expect(a.stdout).toMatch(/x-egress-reason: icap_unavailable/i);
       const b = await run('curl', ['-sS', '-i', '-x', openProxy.url, '--data-binary', 'x=1', `${origin.url}/down-open`], { env: cleanEnv() });
       expect(b.stdout).toMatch(/^HTTP\/1\.1 200 /);
-      expect(await openProxy.waitForAccess((l) => String(l.url).endsWith('/down-open'))).toMatchObject({ icap: 'error:icap_unavailable:open' });
+      expect(await openProxy.waitForAccess((l) => String(l.url).endsWith('/down-open'))).toMatchObject({ icap: 'reqmod:error:icap_unavailable:open' });
     } finally {
       await closedProxy.close();
       await openProxy.close();

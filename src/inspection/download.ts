@@ -69,7 +69,7 @@ class DownloadCheck implements ResponseCheck {
     const body = Buffer.concat(held as Buffer[]);
     const v = await this.icap.respmod({ method: this.rec.method ?? 'GET', url: this.rec.url ?? '', headers: [] }, { status: this.status, headers: this.headers }, body,
       { clientIp: this.rec.client_ip, user: this.rec.user ?? this.rec.service, groups: this.rec.groups?.split(',') });
-    this.rec.icap = v.kind;
+    this.noteIcap(v.kind);
     switch (v.kind) {
       case 'unmodified':
         return {};
@@ -87,10 +87,15 @@ class DownloadCheck implements ResponseCheck {
     }
   }
 
+  /** Adds the RESPMOD outcome to the record, after the REQMOD one if there was one. */
+  private noteIcap(what: string): void {
+    this.rec.icap = this.rec.icap === undefined ? `respmod:${what}` : `${this.rec.icap},respmod:${what}`;
+  }
+
   private icapFailure(reason: ReasonId, detail: string, failOpen: boolean): ResponseVerdict {
     this.rt.logger.log.warn({ icap: reason, detail, fail_open: failOpen, url: this.rec.url }, 'ICAP service failed on a response');
     if (failOpen) {
-      this.rec.icap = `error:${reason}:open`;
+      this.noteIcap(`error:${reason}:open`);
       return {};
     }
     return { error: new ProxyError(reason, detail) };

@@ -113,7 +113,7 @@ async function judgeIcap(rec: AccessRecord, icap: IcapClient, req: IncomingMessa
   const headers: [string, string][] = [];
   for (let i = 0; i < req.rawHeaders.length; i += 2) headers.push([req.rawHeaders[i]!, req.rawHeaders[i + 1]!]);
   const v = await icap.reqmod({ method: req.method ?? 'POST', url: rec.url ?? '', headers }, body, { clientIp: rec.client_ip, user: rec.user ?? rec.service, groups: rec.groups?.split(',') });
-  rec.icap = v.kind;
+  rec.icap = `reqmod:${v.kind}`;
   switch (v.kind) {
     case 'unmodified':
       return body;
@@ -128,7 +128,7 @@ async function judgeIcap(rec: AccessRecord, icap: IcapClient, req: IncomingMessa
     case 'error':
       rt.logger.log.warn({ icap: v.reason, detail: v.detail, fail_open: v.failOpen, url: rec.url }, 'ICAP service failed');
       if (v.failOpen) {
-        rec.icap = `error:${v.reason}:open`;
+        rec.icap = `reqmod:error:${v.reason}:open`;
         return body;
       }
       throw new ProxyError(v.reason as ReasonId, v.detail);

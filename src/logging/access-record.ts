@@ -56,7 +56,7 @@ export class AccessRecord {
   dlp_unscanned = false;
   /** Incident id shown on the block page (DLP or ICAP block, DLP alert). */
   incident: string | undefined;
-  /** What the ICAP service said: unmodified, modified-request, blocked, or error:<reason>[:open]. */
+  /** What the ICAP services said, e.g. `reqmod:modified-request,respmod:unmodified` (or `...:error:<reason>[:open]`). */
   icap: string | undefined;
   /** The rule's DLP profiles (not logged). */
   dlpProfiles: readonly string[] | undefined;
