@@ -13,8 +13,28 @@ const SMALL = Buffer.alloc(100, 'x');
 // One shared 64 MiB buffer: the origin should cost as little CPU per byte as possible.
 const BIG = Buffer.alloc(64 * 1024 * 1024, 'y');
 
+// Upload sink: any POST or PUT is read to the end and discarded, then answered 200 with the byte
+// count. Uploads cut short (a proxy aborting a blocked upload) are counted apart.
+const uploads = { complete: 0, aborted: 0, bytes: 0 };
+function sink(req, res) {
+  let n = 0;
+  let ended = false;
+  req.on('data', (d) => { n += d.length; });
+  req.on('end', () => {
+    ended = true;
+    uploads.complete++;
+    uploads.bytes += n;
+    const text = JSON.stringify({ bytes: n });
+    res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) });
+    res.end(text);
+  });
+  req.on('close', () => { if (!ended) uploads.aborted++; });
+}
+
 function handler(req, res) {
-  if (req.url === '/small') {
+  if (req.method === 'POST' || req.method === 'PUT') {
+    sink(req, res);
+  } else if (req.url === '/small') {
     res.writeHead(200, { 'content-type': 'text/plain', 'content-length': SMALL.length });
     res.end(SMALL);
   } else if (req.url === '/64m') {
@@ -44,8 +64,10 @@ const ports = { http: await listen(plain), https: await listen(tls), hold: await
 process.stdout.write(JSON.stringify({ event: 'ready', host: opt.host, ...ports }) + '\n');
 
 // `held` on stdin: report how many sockets are held (lets the orchestrator confirm tunnels reached us).
+// `uploads`: the upload sink's counters (lets the DLP bench confirm what reached the origin).
 process.stdin.setEncoding('utf8');
 process.stdin.on('data', (d) => {
   if (d.includes('held')) process.stdout.write(JSON.stringify({ event: 'held', count: held.size }) + '\n');
+  if (d.includes('uploads')) process.stdout.write(JSON.stringify({ event: 'uploads', ...uploads }) + '\n');
 });
 process.stdin.on('end', () => process.exit(0));

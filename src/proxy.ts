@@ -49,7 +49,11 @@ async function listen(server: Server, hostPort: string): Promise<AddressInfo> {
 function icapClients(config: LoadedConfig): ProxyRuntime['icap'] {
   const i = config.inspection.icap;
   const make = (url: string | undefined): IcapClient | undefined =>
-    url === undefined ? undefined : new IcapClient({ url, timeoutMs: i.timeout_ms, failOpen: i.fail_open, maxBodyBytes: i.max_body_bytes, ...(i.preview_bytes !== undefined ? { previewBytes: i.preview_bytes } : {}) });
+    url === undefined ? undefined : new IcapClient({
+      url, timeoutMs: i.timeout_ms, failOpen: i.fail_open, maxBodyBytes: i.max_body_bytes,
+      ...(i.preview_bytes !== undefined ? { previewBytes: i.preview_bytes } : {}),
+      ...(i.total_timeout_ms !== undefined ? { totalTimeoutMs: i.total_timeout_ms } : {}),
+    });
   return { reqmod: make(i.reqmod_url), respmod: make(i.respmod_url) };
 }
 

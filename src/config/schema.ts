@@ -74,6 +74,8 @@ export const configSchema = z
           respmod_url: z.string().regex(/^icap:\/\/[^/\s]+\/\S*$/, { message: 'expected icap://host:port/service' }).optional()
             .describe('ICAP RESPMOD service for downloads.'),
           timeout_ms: millis(5_000, 'Time allowed to connect to the ICAP server and for each of its answers'),
+          total_timeout_ms: z.number().int().min(1).max(600_000).optional()
+            .describe('Time allowed for a whole ICAP exchange (OPTIONS included); default 3 × timeout_ms.'),
           fail_open: z.boolean().default(false).describe('When the ICAP server is down or slow: true lets traffic through (logged), false refuses it.'),
           preview_bytes: z.number().int().min(0).max(1 << 20).optional().describe('Preview size; default: what the server asks for in OPTIONS.'),
           max_body_bytes: z.number().int().min(1024).max(1 << 30).default(10 << 20).describe('Largest body sent whole to the ICAP server.'),
