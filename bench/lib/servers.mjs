@@ -1,6 +1,6 @@
 // Starting and stopping the three things under test: the origin, egress-proxy and Squid.
-import { chmodSync, existsSync, mkdirSync, writeFileSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { chmodSync, copyFileSync, existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { basename, join, resolve } from 'node:path';
 import { collectMessages, freePort, nextMessage, run, start, stop, waitListening } from './proc.mjs';
 
 export const ROOT = resolve(import.meta.dirname, '../..');
@@ -38,16 +38,24 @@ export async function startOrigin(dir, { cert, key }) {
   return { child, ...ready };
 }
 
-/** Starts egress-proxy from dist/ with a temp config allowing only the origin's address. */
-export async function startProxy(dir, { cpuProfDir, workers = 1 } = {}) {
+/**
+ * Starts egress-proxy from dist/ with a temp config allowing only the origin's address.
+ * `policyLines` are appended to the policy file (e.g. `rules:`); `dlpFiles` are copied into the
+ * policy directory's dlp/ (profiles the rules name).
+ */
+export async function startProxy(dir, { cpuProfDir, workers = 1, policyLines = [], dlpFiles = [] } = {}) {
   const port = await freePort();
   const admin = await freePort();
   const policies = join(dir, 'policies');
   mkdirSync(policies, { recursive: true });
   writeFileSync(join(policies, '00-bench.yaml'), [
     'version: v1', 'default: allow', 'network:', `  allow_ranges: [${ORIGIN_HOST}/32]`,
-    "  connect_ports: ['1-65535']", "  http_ports: ['1-65535']", '',
+    "  connect_ports: ['1-65535']", "  http_ports: ['1-65535']", ...policyLines, '',
   ].join('\n'));
+  if (dlpFiles.length > 0) {
+    mkdirSync(join(policies, 'dlp'), { recursive: true });
+    for (const f of dlpFiles) copyFileSync(f, join(policies, 'dlp', basename(f)));
+  }
   const config = join(dir, 'proxy.yaml');
   writeFileSync(config, [
     `listen: 127.0.0.1:${port}`, `admin: 127.0.0.1:${admin}`, 'node_id: bench', 'log: {level: info}',
