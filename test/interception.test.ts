@@ -52,12 +52,12 @@ beforeAll(async () => {
   const originCa = originCaPem;
   originCaFile = join(dir, 'origin-ca.pem');
   writeFileSync(originCaFile, originCa.cert);
-  const names = ['app.test', 'app2.test', 'pinned.test'];
+  const names = ['app.test', 'app2.test', 'warm.test', 'pinned.test'];
   good = await startOrigin({ host: '127.0.0.3', tls: makeLeaf(originCa, names, ['127.0.0.3']) });
   wrongName = await startOrigin({ host: '127.0.0.4', tls: makeLeaf(originCa, ['other.test'], ['127.0.0.99']) });
   selfSigned = await startOrigin({ host: '127.0.0.5', tls: (() => { const c = makeCa('self-signed'); return makeLeaf(c, names, ['127.0.0.5']); })() });
   expired = await startOrigin({ host: '127.0.0.6', tls: makeLeaf(originCa, names, ['127.0.0.6'], -2) });
-  dns = await startDns({ 'app.test': ['127.0.0.3'], 'app2.test': ['127.0.0.3'], 'pinned.test': ['127.0.0.3'] });
+  dns = await startDns({ 'app.test': ['127.0.0.3'], 'app2.test': ['127.0.0.3'], 'warm.test': ['127.0.0.3'], 'pinned.test': ['127.0.0.3'] });
   initCa(join(dir, 'ca'));
   proxyCaFile = join(dir, 'ca', 'ca.pem');
   proxy = await startTestProxy({
@@ -133,6 +133,25 @@ describe('TLS interception', () => {
     }
     expect(dialled.filter((n) => n === 'app2.test')).toHaveLength(1);
     expect(dialled.filter((n) => n === 'app.test').length).toBeLessThanOrEqual(1);
+  });
+
+  it('opens the verified connection to the destination during the client\'s handshake (preconnect), and uses it', async () => {
+    const dialled: string[] = [];
+    const onSecure = (s: import('node:tls').TLSSocket): void => { dialled.push(String((s as unknown as { servername?: string }).servername)); };
+    good.server.on('secureConnection', onSecure);
+    try {
+      // A TLS handshake with the proxy and no request at all: the destination is already connected.
+      const hs = await run('openssl', ['s_client', '-proxy', `127.0.0.1:${proxy.port}`, '-connect', `warm.test:${good.port}`, '-servername', 'warm.test', '-CAfile', proxyCaFile], { input: '' });
+      expect(hs.stdout).toMatch(/Verify return code: 0/);
+      for (let i = 0; i < 40 && !dialled.includes('warm.test'); i++) await new Promise((r) => setTimeout(r, 25));
+      expect(dialled.filter((n) => n === 'warm.test')).toHaveLength(1);
+      // A request that follows uses that connection: still one connection to the destination.
+      const r = await curl(['--cacert', proxyCaFile, '-w', '%{http_code}', '-o', '/dev/null', `https://warm.test:${good.port}/warm`]);
+      expect(r.stdout, r.stderr).toBe('200');
+      expect(dialled.filter((n) => n === 'warm.test')).toHaveLength(1);
+    } finally {
+      good.server.off('secureConnection', onSecure);
+    }
   });
 
   it('bypasses by policy from the SNI: the client sees the origin\'s own certificate', async () => {

@@ -66,6 +66,8 @@ export const configSchema = z
           .describe('Extra CA bundle (PEM) trusted for destinations, besides the system store.'),
         auto_bypass_after: z.number().int().min(0).max(1000).default(0)
           .describe('Stop intercepting a host after this many clients refused our certificate (pinning); 0 = never.'),
+        preconnect: z.boolean().default(true)
+          .describe('Open the verified connection to the destination while the client\'s TLS handshake with the proxy is under way (as Squid server-first does); off: only once the request is known.'),
         hold_bytes: z.number().int().min(0).max(1 << 30).default(8 << 20)
           .describe('Request bodies up to this size are held until DLP/ICAP decide, so a blocked upload sends nothing; larger ones stream while scanned and are cut on a block.'),
         icap: z.strictObject({

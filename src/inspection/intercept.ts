@@ -1,4 +1,4 @@
-import type { Socket } from 'node:net';
+import { isIP, type Socket } from 'node:net';
 import { TLSSocket } from 'node:tls';
 import { openTunnel } from '../egress/tunnel.js';
 import type { Target } from '../egress/target.js';
@@ -69,6 +69,8 @@ export function interceptTunnel(rt: ProxyRuntime, rec: AccessRecord, client: Soc
       openTunnel(rt, rec, client, buf, ip, target.port, done, false);
       return;
     }
+    // The destination's handshake overlaps the client's: a new site's first request waits for one, not both.
+    if (rt.config.inspection.preconnect && host.toLowerCase() === target.host) rt.upstream.preconnect(ip, target.port, isIP(host) === 0 ? host : undefined);
     terminate(rt, rec, client, buf, { host, port: target.port, clientIp: client.remoteAddress }, done, asked);
   };
   const onData = (d: Buffer): void => {
