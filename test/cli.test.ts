@@ -71,10 +71,10 @@ describe('egress-proxy CLI', () => {
       { EGRESS_LISTEN: '127.0.0.1:0', EGRESS_ADMIN: '127.0.0.1:0', EGRESS_CONFIG: '' }, cwd);
     try {
       await new Promise((r) => setTimeout(r, 100));
-      expect(p.stderr()).toContain(`curl --cacert ${join(cwd, 'certs', 'ca.pem')} -x http://127.0.0.1:${p.port} https://example.com`);
+      expect(p.stderr()).toContain(`curl --cacert ${join(cwd, 'certs', 'ca.pem')} -x http://ci-runner:$TOKEN@127.0.0.1:${p.port} https://example.com`);
       expect(statSync(join(cwd, 'certs', 'ca-key.pem')).mode & 0o777).toBe(0o600);
       expect(p.stdout()).toContain('created a new interception CA');
-      expect(p.stderr()).toContain(`export HTTPS_PROXY=http://127.0.0.1:${p.port}`);
+      expect(p.stderr()).toContain(`export HTTPS_PROXY=http://ci-runner:$TOKEN@127.0.0.1:${p.port}`);
       const health = await request(`http://127.0.0.1:${p.adminPort}/healthz`);
       expect(await health.body.json()).toMatchObject({ status: 'ok' });
       const ready = await request(`http://127.0.0.1:${p.adminPort}/readyz`);
@@ -86,14 +86,15 @@ describe('egress-proxy CLI', () => {
       expect(anon.stdout).toMatch(/proxy-authenticate: Basic realm="egress-proxy"/i);
       // ...and the token dev mode prints works (the dev identity provider is real), and the
       // shipped policy still denies loopback destinations.
-      const proxyWithToken = /-x (http:\/\/ci-runner:[\w.-]+@127\.0\.0\.1:\d+) /.exec(p.stderr())?.[1];
-      expect(proxyWithToken).toBeDefined();
+      const token = /export TOKEN=([\w.-]+)\n/.exec(p.stderr())?.[1];
+      expect(token).toBeDefined();
+      const proxyWithToken = `http://ci-runner:${token}@127.0.0.1:${p.port}`;
       const r = await run('curl', ['-sS', '-i', '-x', proxyWithToken!, 'http://127.0.0.2/'], { env: cleanEnv() });
       expect(r.stdout).toMatch(/x-egress-reason: dest_private_address/i);
       const found = (): string | undefined => p.stdout().split('\n').find((l) => l.includes('"type":"access"') && l.includes('dest_private_address'));
       for (let i = 0; i < 40 && !found(); i++) await new Promise((r) => setTimeout(r, 50)); // lines are flushed every 250 ms
       expect(JSON.parse(found()!)).toMatchObject({ auth: 'token', service: 'ci-runner' });
-      expect(p.stdout()).not.toContain(proxyWithToken!.split(':')[2]!.split('@')[0]!);
+      expect(p.stdout()).not.toContain(token!);
     } finally {
       p.child.kill('SIGTERM');
       expect(await p.exited).toBe(0);

@@ -52,35 +52,33 @@ async function devHints(idp: DevIdp): Promise<DevIdentityHints> {
   };
 }
 
-function identityLines(listen: string, admin: string, caFile: string | undefined, id: DevIdentityHints): string[] {
+function banner(listen: string, admin: string, caFile: string | undefined, id?: DevIdentityHints, devices?: string): string {
+  // With an identity provider the shipped policy wants an identity: show the commands with the token.
+  const proxy = id ? `http://${id.service}:$TOKEN@${listen}` : `http://${listen}`;
   const cacert = caFile ? `--cacert ${caFile} ` : '';
   return [
-    `Identity (dev identity provider at ${id.issuer}):`,
-    `  workload token for "${id.service}" (valid 8 h):`,
-    `  curl ${cacert}-x http://${id.service}:${id.token}@${listen} https://example.com`,
-    `  a fresh token: ${id.tokenCommand}`,
-    `  browsers sign in at http://${admin}/auth/ (sample users: alice, bob)`,
-  ];
-}
-
-function banner(listen: string, admin: string, caFile: string | undefined, id?: DevIdentityHints, devices?: string): string {
-  const proxy = `http://${listen}`;
-  return [
     '',
-    `egress-proxy is ready. Proxy: ${proxy}   Admin: http://${admin}`,
+    `egress-proxy is ready. Proxy: http://${listen}   Admin: http://${admin}`,
     '',
+    ...(id ? [
+      `The shipped policy admits identified clients only (anonymous requests get 407). A workload token`,
+      `for "${id.service}" from the dev identity provider at ${id.issuer}, valid 8 h:`,
+      `  export TOKEN=${id.token}`,
+      `  (a fresh one: TOKEN=$(${id.tokenCommand} | sed 's/.*"access_token":"\\([^"]*\\)".*/\\1/'))`,
+      '',
+    ] : []),
     'Try it:',
-    caFile ? `  curl --cacert ${caFile} -x ${proxy} https://example.com      (TLS is inspected: trust the CA)` : `  curl -x ${proxy} https://example.com`,
+    `  curl ${cacert}-x ${proxy} https://example.com${caFile ? '      (TLS is inspected: trust the CA)' : ''}`,
     `  export HTTPS_PROXY=${proxy} HTTP_PROXY=${proxy} NO_PROXY=localhost,127.0.0.1`,
     `  NODE_USE_ENV_PROXY=1 node -e "fetch('https://example.com').then(r => console.log(r.status))"`,
     `  egress-proxy doctor --proxy ${proxy}`,
     `Browsers: PAC file at http://${admin}/proxy.pac`,
-    ...(id ? ['', ...identityLines(listen, admin, caFile, id)] : []),
+    ...(id ? [`Browsers: sign in at http://${admin}/auth/ (sample users: alice, bob)`] : []),
     ...(devices ? [
       '',
       `Devices (mTLS): https://${devices}`,
       '  egress-proxy devices issue --id laptop-7      (a device certificate from the dev device CA)',
-      `  curl --proxy https://${devices} ${caFile ? `--proxy-cacert ${caFile} ` : ''}--proxy-cert laptop-7.pem --proxy-key laptop-7-key.pem https://example.com`,
+      `  curl --proxy https://${devices} ${caFile ? `--proxy-cacert ${caFile} ` : ''}--proxy-cert laptop-7.pem --proxy-key laptop-7-key.pem${id ? ` --proxy-user ${id.service}:$TOKEN` : ''} https://example.com`,
     ] : []),
     '',
   ].join('\n');
