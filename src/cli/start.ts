@@ -88,7 +88,7 @@ function banner(listen: string, admin: string, caFile: string | undefined, id?: 
 export function registerStart(program: Command): void {
   program
     .command('start')
-    .description('Run the proxy (explicit listener and admin listener).')
+    .description('Run the proxy (explicit listener, device listener when configured, admin listener with the sign-in portal).')
     .option('--config <file>', `YAML config file (env ${ENV.config})`)
     .option('--policies <dir>', `policy directory (env ${ENV.policies}; default: policies/ beside the config)`)
     .option('--listen <host:port>', `explicit proxy listener (env ${ENV.listen}; default 127.0.0.1:3128)`)
@@ -97,7 +97,7 @@ export function registerStart(program: Command): void {
     .option('--node-id <id>', `name of this node in logs and Via (env ${ENV.nodeId})`)
     .option('--log-level <level>', `fatal|error|warn|info|debug|trace (env ${ENV.logLevel})`)
     .option('--workers <n>', `proxy processes sharing the listeners, or "auto" for one per core (env ${ENV.workers}; default 1)`)
-    .option('--dev', 'dev mode: print how to try the proxy once it is ready')
+    .option('--dev', 'dev mode: make the interception and device CAs if missing, run an embedded identity provider on loopback, and print how to try it all')
     .action(async (opts: StartOptions) => {
       let config;
       try {
