@@ -1,7 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { once } from 'node:events';
 import { mkdtempSync, writeFileSync } from 'node:fs';
-import { createServer, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { chromium, type Browser, type Page } from 'playwright-core';
@@ -20,6 +18,7 @@ import { startOrigin, type Origin } from './helpers/origin.js';
 import { makeCa, makeLeaf } from './helpers/pki.js';
 import { startTestProxy, type LogLine, type TestProxy } from './helpers/proxy.js';
 import { cleanEnv, run } from './helpers/run.js';
+import { freePort } from './helpers/ports.js';
 
 // The bind step: after sign-in the portal sends the browser to the proxy's own name, through the
 // proxy, where the session is bound to the device certificate and the client address the proxy
@@ -46,13 +45,6 @@ let tunnelled: string;
 let proxyCaFile: string;
 const devices = new Map<string, { cert: string; key: string }>();
 
-async function freePort(): Promise<number> {
-  const s = createServer().listen(0, '127.0.0.1');
-  await once(s, 'listening');
-  const { port } = s.address() as AddressInfo;
-  await new Promise((r) => s.close(r));
-  return port;
-}
 
 interface Answer { status: number; headers: Record<string, string[]>; body: string }
 

@@ -1,6 +1,5 @@
 import { once } from 'node:events';
 import { mkdtempSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { connect, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -13,16 +12,10 @@ import { startOrigin, type Origin } from './helpers/origin.js';
 import { makeCa, makeLeaf } from './helpers/pki.js';
 import { startTestProxy, type TestProxy } from './helpers/proxy.js';
 import { cleanEnv, run } from './helpers/run.js';
+import { freePort } from './helpers/ports.js';
 
 const MOZILLA = 'Mozilla/5.0 (X11; Linux x86_64) Chrome/140.0 Safari/537.36';
 
-async function freePort(): Promise<number> {
-  const s = createServer().listen(0, '127.0.0.1');
-  await once(s, 'listening');
-  const { port } = s.address() as { port: number };
-  await new Promise((r) => s.close(r));
-  return port;
-}
 
 let idp: DevIdp;
 let dns: TestDns;

@@ -1,7 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import { createServer as createHttpServer, type IncomingMessage, type Server } from 'node:http';
-import { createServer, type AddressInfo } from 'node:net';
 import { allowInsecureRequests, ClientSecretBasic, Configuration, discovery } from 'openid-client';
 import pino from 'pino';
 import { chromium, type Browser, type Page } from 'playwright-core';
@@ -32,13 +31,6 @@ let browser: Browser;
 const grants: Array<{ jti: string; accountId: string }> = [];
 const refreshTokens: string[] = [];
 
-async function freePort(): Promise<number> {
-  const s = createServer().listen(0, '127.0.0.1');
-  await once(s, 'listening');
-  const { port } = s.address() as AddressInfo;
-  await new Promise((r) => s.close(r));
-  return port;
-}
 
 /** Polls `f` until it returns true (at most ~15 s). */
 async function eventually(what: string, f: () => boolean): Promise<void> {
@@ -172,3 +164,4 @@ describe('groups refresh during a session', () => {
     }
   });
 });
+import { freePort } from './helpers/ports.js';

@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
-import { connect, createServer, type AddressInfo, type Socket } from 'node:net';
+import { connect, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { EncryptJWT } from 'jose';
@@ -20,6 +20,7 @@ import { startDns, type TestDns } from './helpers/dns-server.js';
 import { startOrigin, type Origin } from './helpers/origin.js';
 import { startTestProxy, type TestProxy } from './helpers/proxy.js';
 import { cleanEnv, run } from './helpers/run.js';
+import { freePort } from './helpers/ports.js';
 
 const MOZILLA = 'Mozilla/5.0 (X11; Linux x86_64) test';
 let adminPort: number;
@@ -33,13 +34,6 @@ let proxy: TestProxy;
 let browser: Browser;
 let appUrl: string;
 
-async function freePort(): Promise<number> {
-  const s = createServer().listen(0, '127.0.0.1');
-  await once(s, 'listening');
-  const { port } = s.address() as AddressInfo;
-  await new Promise((r) => s.close(r));
-  return port;
-}
 
 /** A request through the proxy with curl from a given loopback source address. */
 async function viaProxy(url: string, o: { from?: string; ua?: string; cookie?: string } = {}): Promise<{ status: number; location: string; body: string }> {

@@ -1,7 +1,5 @@
 import { createHash, randomBytes, X509Certificate } from 'node:crypto';
-import { once } from 'node:events';
 import { mkdtempSync, writeFileSync } from 'node:fs';
-import { createServer, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
@@ -17,6 +15,7 @@ import { startOrigin, type Origin } from './helpers/origin.js';
 import { makeCa, makeLeaf } from './helpers/pki.js';
 import { startTestProxy, type TestProxy } from './helpers/proxy.js';
 import { cleanEnv, run } from './helpers/run.js';
+import { freePort } from './helpers/ports.js';
 
 // Session cookies on intercepted sites, with the address binding off: only a cookie can say who a
 // browser is, so every signed-in request below was recognised by one.
@@ -33,13 +32,6 @@ let browser: Browser;
 let app: string;
 let other: string;
 
-async function freePort(): Promise<number> {
-  const s = createServer().listen(0, '127.0.0.1');
-  await once(s, 'listening');
-  const { port } = s.address() as AddressInfo;
-  await new Promise((r) => s.close(r));
-  return port;
-}
 
 interface Answer { status: number; headers: Record<string, string[]>; body: string }
 

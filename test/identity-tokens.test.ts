@@ -1,6 +1,4 @@
-import { once } from 'node:events';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { importJWK, SignJWT, type JWTPayload } from 'jose';
@@ -13,6 +11,7 @@ import { makeCa, makeLeaf } from './helpers/pki.js';
 import { startTestProxy, type TestProxy } from './helpers/proxy.js';
 import { rawExchange } from './helpers/raw.js';
 import { cleanEnv, run } from './helpers/run.js';
+import { freePort } from './helpers/ports.js';
 
 const keyA = newSigningKey();
 const keyB = newSigningKey();
@@ -84,14 +83,6 @@ function expect407(raw: string, reason: string): void {
   expect(header(raw, 'proxy-authenticate')).toContain('Bearer realm="egress-proxy"');
 }
 
-async function freePort(): Promise<number> {
-  const s = createServer().listen(0, '127.0.0.1');
-  await once(s, 'listening');
-  const { port } = s.address() as { port: number };
-  s.close();
-  await once(s, 'close');
-  return port;
-}
 
 beforeAll(async () => {
   idp = await startIdp([keyA]);

@@ -1,6 +1,4 @@
-import { once } from 'node:events';
 import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
-import { createServer, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { chromium, type Browser } from 'playwright-core';
@@ -11,14 +9,8 @@ import { startCli, type CliProxy } from './helpers/cli.js';
 import { startDns, type TestDns } from './helpers/dns-server.js';
 import { startOrigin, type Origin } from './helpers/origin.js';
 import { cleanEnv, run } from './helpers/run.js';
+import { freePort } from './helpers/ports.js';
 
-async function freePort(): Promise<number> {
-  const s = createServer().listen(0, '127.0.0.1');
-  await once(s, 'listening');
-  const { port } = (s.address() as AddressInfo);
-  await new Promise((r) => s.close(r));
-  return port;
-}
 
 let idp: DevIdp;
 let dns: TestDns;
