@@ -193,6 +193,16 @@ describe('egress-proxy ca', () => {
     const text = await run('openssl', ['x509', '-noout', '-text', '-in', join(dir, 'ca.pem')]);
     expect(text.stdout).toMatch(/Name Constraints: critical[\s\S]*DNS:corp\.example[\s\S]*DNS:example\.com/);
     expect(text.stdout).toMatch(/CA:TRUE, pathlen:0/);
+    // ECDSA P-256 by default (a cheap signature per minted leaf), self-signed correctly; RSA on request.
+    expect(text.stdout).toMatch(/Signature Algorithm: ecdsa-with-SHA256/);
+    expect(text.stdout).toMatch(/Public Key Algorithm: id-ecPublicKey/);
+    expect((await run('openssl', ['verify', '-CAfile', join(dir, 'ca.pem'), join(dir, 'ca.pem')])).stdout).toContain(': OK');
+    const rsaDir = join(dir, '..', 'rsa');
+    expect((await run(process.execPath, [CLI, 'ca', 'init', '--dir', rsaDir, '--key-type', 'rsa'])).code).toBe(0);
+    expect((await run('openssl', ['x509', '-noout', '-text', '-in', join(rsaDir, 'ca.pem')])).stdout).toMatch(/Signature Algorithm: sha256WithRSAEncryption/);
+    const bad = await run(process.execPath, [CLI, 'ca', 'init', '--dir', join(dir, '..', 'dsa'), '--key-type', 'dsa']);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toContain('--key-type: expected ec or rsa');
     const missing = await run(process.execPath, [CLI, 'ca', 'export', '--dir', join(dir, 'nope')]);
     expect(missing.code).toBe(1);
     expect(missing.stderr).toContain('egress-proxy ca init');

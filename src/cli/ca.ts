@@ -27,15 +27,20 @@ export function registerCa(program: Command): void {
     .option('--name <cn>', 'the CA common name', 'egress-proxy interception CA')
     .option('--permit <domains>', 'name constraints: only these DNS subtrees, comma-separated (repeatable)', list)
     .option('--days <n>', 'validity in days', '825')
+    .option('--key-type <type>', 'ec (ECDSA P-256: cheap to sign each minted certificate) or rsa (RSA-2048, for very old clients)', 'ec')
     .option('--force', 'replace an existing CA (clients must trust the new one)')
-    .action((o: { dir: string; name: string; permit?: string[]; days: string; force?: boolean }) => {
+    .action((o: { dir: string; name: string; permit?: string[]; days: string; keyType: string; force?: boolean }) => {
+      if (o.keyType !== 'ec' && o.keyType !== 'rsa') {
+        process.stderr.write('--key-type: expected ec or rsa\n');
+        process.exit(2);
+      }
       const days = Number(o.days);
       if (!Number.isInteger(days) || days < 1 || days > 3650) {
         process.stderr.write('--days: expected 1 to 3650\n');
         process.exit(2);
       }
       try {
-        const created = initCa(resolve(o.dir), { commonName: o.name, permittedDomains: o.permit, validityDays: days }, o.force === true);
+        const created = initCa(resolve(o.dir), { commonName: o.name, permittedDomains: o.permit, validityDays: days, keyType: o.keyType }, o.force === true);
         process.stdout.write(`created ${created.certFile} and ${caFiles(resolve(o.dir)).key} (mode 0600; keep it secret, never commit it)\n` +
           `fingerprint SHA-256 ${created.cert.fingerprint256}\n\n${installSteps(created.certFile)}\n`);
       } catch (err) {

@@ -1,7 +1,7 @@
 import { createPrivateKey, generateKeyPairSync, X509Certificate, type KeyObject } from 'node:crypto';
 import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { nameConstraints, signCertificate } from './x509.js';
+import { nameConstraints, signCertificate, subjectKeyIdentifier } from './x509.js';
 
 /** The interception CA: its public certificate and its private key. */
 export interface CertAuthority {
@@ -20,6 +20,8 @@ export interface CaOptions {
   /** DNS subtrees the CA may vouch for (NameConstraints); empty means any name. */
   permittedDomains?: readonly string[] | undefined;
   validityDays?: number | undefined;
+  /** ECDSA P-256 (default: every minted leaf costs a cheap signature) or RSA-2048 (for old clients). */
+  keyType?: 'ec' | 'rsa' | undefined;
 }
 
 /** Creates a new CA in `dir`; refuses to overwrite one unless `force`. */
@@ -29,13 +31,15 @@ export function initCa(dir: string, o: CaOptions = {}, force = false): CertAutho
     throw new Error(`a CA already exists in ${dir} (ca.pem / ca-key.pem); remove it first`);
   }
   mkdirSync(dir, { recursive: true });
-  const { privateKey, publicKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
+  const { privateKey, publicKey } = o.keyType === 'rsa'
+    ? generateKeyPairSync('rsa', { modulusLength: 2048 })
+    : generateKeyPairSync('ec', { namedCurve: 'P-256' });
   const name = [{ name: 'commonName', value: o.commonName ?? 'egress-proxy interception CA' }, { name: 'organizationName', value: 'egress-proxy' }];
   const now = Date.now();
   const extensions: unknown[] = [
     { name: 'basicConstraints', cA: true, pathLenConstraint: 0, critical: true },
     { name: 'keyUsage', keyCertSign: true, cRLSign: true, critical: true },
-    { name: 'subjectKeyIdentifier' },
+    subjectKeyIdentifier(publicKey),
   ];
   if (o.permittedDomains?.length) extensions.push(nameConstraints(o.permittedDomains));
   const certPem = signCertificate({

@@ -4,7 +4,7 @@ import { isIP } from 'node:net';
 import { LRUCache } from 'lru-cache';
 import forge from 'node-forge';
 import type { CertAuthority } from './ca.js';
-import { signCertificate } from './x509.js';
+import { signCertificate, subjectName } from './x509.js';
 
 /** Leaf settings. */
 export interface MintOptions {
@@ -28,7 +28,7 @@ export class LeafMinter {
   private readonly key: KeyObject;
   private readonly keyPem: string;
   private readonly cache: LRUCache<string, Leaf>;
-  private readonly issuer: forge.pki.CertificateField[];
+  private readonly issuer: forge.asn1.Asn1;
   private readonly chain: string;
   /** Number of leaves minted (cache misses), for metrics and tests. */
   minted = 0;
@@ -39,7 +39,8 @@ export class LeafMinter {
     this.keyPem = privateKey.export({ type: 'pkcs8', format: 'pem' }).toString();
     // Reuse within a fraction of the validity, so a cached leaf is never served near its end.
     this.cache = new LRUCache({ max: o.cacheSize, ttl: (o.validityHours * 3_600_000) / 4 });
-    this.issuer = forge.pki.certificateFromPem(ca.certPem).subject.attributes;
+    // Copied as encoded (forge cannot parse EC certificates, and byte-equal names chain reliably).
+    this.issuer = subjectName(ca.certPem);
     // A self-signed root is already in every trusting client's store; sending it costs a parse per
     // leaf (~0.25 ms) and bytes per handshake. An intermediate CA must be sent.
     this.chain = ca.cert.issuer === ca.cert.subject ? '' : ca.certPem;

@@ -5,14 +5,13 @@ import type { Server as HttpServer } from 'node:http';
 import { hostname } from 'node:os';
 import { isIP, type AddressInfo, type Socket } from 'node:net';
 import { join, resolve } from 'node:path';
-import forge from 'node-forge';
 import { createServer, type SecureContextOptions, type TLSSocket } from 'node:tls';
 import { parseHostPort } from '../config/fields.js';
 import { markSocket } from '../identity/authenticate.js';
 import { deviceCaFiles, ensureDeviceCa } from '../identity/device-ca.js';
 import { deviceFromCertificate, FileDeviceDirectory, type CrlFeed } from '../identity/devices.js';
 import { ANONYMOUS } from '../identity/principal.js';
-import { signCertificate } from '../inspection/x509.js';
+import { signCertificate, subjectName } from '../inspection/x509.js';
 import type { ProxyRuntime } from '../runtime.js';
 import { createExplicitServer } from './explicit.js';
 
@@ -71,7 +70,7 @@ function serverCertificate(rt: ProxyRuntime, host: string): ServerCert | undefin
   const names = host === '0.0.0.0' || host === '::' ? ['localhost', '127.0.0.1', '::1', hostname()] : [host];
   const { privateKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
   const keyPem = privateKey.export({ type: 'pkcs8', format: 'pem' }).toString();
-  const issuer = forge.pki.certificateFromPem(inspection.ca.certPem).subject.attributes;
+  const issuer = subjectName(inspection.ca.certPem);
   let mintedAt = 0;
   const mint = (): string => {
     mintedAt = Date.now();
