@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { chromium, type Browser, type Page } from 'playwright-core';
+import type { Browser, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { stringify } from 'yaml';
 import { SESSION_HANDOFF_PATH } from '../src/identity/authenticate.js';
@@ -19,6 +19,7 @@ import { makeCa, makeLeaf } from './helpers/pki.js';
 import { startTestProxy, type LogLine, type TestProxy } from './helpers/proxy.js';
 import { cleanEnv, run } from './helpers/run.js';
 import { freePort } from './helpers/ports.js';
+import { launchThroughProxy } from './helpers/browser.js';
 
 // The bind step: after sign-in the portal sends the browser to the proxy's own name, through the
 // proxy, where the session is bound to the device certificate and the client address the proxy
@@ -168,12 +169,7 @@ beforeAll(async () => {
   expect(await ipProxy.running.reload()).toBe(true);
   // The portals and the IdP are on loopback, which Chromium reaches directly; every other name,
   // egress-proxy.invalid included, goes to ipProxy's plain listener.
-  browser = await chromium.launch({
-    executablePath: '/usr/bin/chromium', headless: true,
-    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update',
-      '--disable-sync', '--disable-features=HttpsUpgrades,HttpsFirstBalancedModeAutoEnable', `--proxy-server=http://127.0.0.1:${ipProxy.port}`,
-      '--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1'],
-  });
+  browser = await launchThroughProxy(`http://127.0.0.1:${ipProxy.port}`);
 }, 60_000);
 
 afterAll(async () => {

@@ -5,7 +5,7 @@ import { connect, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { EncryptJWT } from 'jose';
-import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
+import type { Browser, BrowserContext, Page } from 'playwright-core';
 import { request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { stringify } from 'yaml';
@@ -21,6 +21,7 @@ import { startOrigin, type Origin } from './helpers/origin.js';
 import { startTestProxy, type TestProxy } from './helpers/proxy.js';
 import { cleanEnv, run } from './helpers/run.js';
 import { freePort } from './helpers/ports.js';
+import { launchThroughProxy } from './helpers/browser.js';
 
 const MOZILLA = 'Mozilla/5.0 (X11; Linux x86_64) test';
 let adminPort: number;
@@ -92,12 +93,7 @@ beforeAll(async () => {
   await proxy.running.reload();
   // The portal and the IdP are on loopback, which Chromium reaches directly (its implicit proxy
   // bypass); every other name goes to the proxy, which resolves it with the test DNS only.
-  browser = await chromium.launch({
-    executablePath: '/usr/bin/chromium', headless: true,
-    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update',
-      '--disable-sync', '--disable-features=HttpsUpgrades,HttpsFirstBalancedModeAutoEnable', `--proxy-server=http://127.0.0.1:${proxy.port}`,
-      '--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1'],
-  });
+  browser = await launchThroughProxy(`http://127.0.0.1:${proxy.port}`);
 }, 60_000);
 
 afterAll(async () => {

@@ -2,7 +2,7 @@ import { createHash, randomBytes, X509Certificate } from 'node:crypto';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
+import type { Browser, BrowserContext, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { stringify } from 'yaml';
 import { SESSION_HANDOFF_PATH } from '../src/identity/authenticate.js';
@@ -16,6 +16,7 @@ import { makeCa, makeLeaf } from './helpers/pki.js';
 import { startTestProxy, type TestProxy } from './helpers/proxy.js';
 import { cleanEnv, run } from './helpers/run.js';
 import { freePort } from './helpers/ports.js';
+import { launchThroughProxy } from './helpers/browser.js';
 
 // Session cookies on intercepted sites, with the address binding off: only a cookie can say who a
 // browser is, so every signed-in request below was recognised by one.
@@ -105,12 +106,7 @@ beforeAll(async () => {
   // Chromium trusts the interception leaves by their shared key's SPKI hash.
   const leaf = proxy.running.runtime.inspection!.minter.get('app.test').certPem;
   const spki = createHash('sha256').update(new X509Certificate(leaf).publicKey.export({ type: 'spki', format: 'der' })).digest('base64');
-  browser = await chromium.launch({
-    executablePath: '/usr/bin/chromium', headless: true,
-    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update',
-      '--disable-sync', '--disable-features=HttpsUpgrades,HttpsFirstBalancedModeAutoEnable', `--proxy-server=http://127.0.0.1:${proxy.port}`,
-      `--ignore-certificate-errors-spki-list=${spki}`, '--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1'],
-  });
+  browser = await launchThroughProxy(`http://127.0.0.1:${proxy.port}`, [`--ignore-certificate-errors-spki-list=${spki}`]);
 }, 60_000);
 
 afterAll(async () => {

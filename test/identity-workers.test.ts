@@ -1,7 +1,7 @@
 import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { chromium, type Browser } from 'playwright-core';
+import type { Browser } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { stringify } from 'yaml';
 import { startDevIdp, type DevIdp } from '../src/identity/dev-idp.js';
@@ -10,6 +10,7 @@ import { startDns, type TestDns } from './helpers/dns-server.js';
 import { startOrigin, type Origin } from './helpers/origin.js';
 import { cleanEnv, run } from './helpers/run.js';
 import { freePort } from './helpers/ports.js';
+import { launchThroughProxy } from './helpers/browser.js';
 
 
 let idp: DevIdp;
@@ -40,11 +41,7 @@ beforeAll(async () => {
   proxy = await startCli(['--config', join(dir, 'config.yaml'), '--workers', '2']);
   // startCli returns at the first worker's ready line; wait for the second.
   for (let i = 0; i < 200 && proxy.stdout().split('"egress-proxy ready"').length - 1 < 2; i++) await new Promise((r) => setTimeout(r, 50));
-  browser = await chromium.launch({
-    executablePath: '/usr/bin/chromium', headless: true,
-    args: ['--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync',
-      '--disable-features=HttpsUpgrades,HttpsFirstBalancedModeAutoEnable', `--proxy-server=${proxy.url}`, '--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1'],
-  });
+  browser = await launchThroughProxy(proxy.url);
 }, 60_000);
 
 afterAll(async () => {
