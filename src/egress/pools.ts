@@ -108,11 +108,6 @@ export class UpstreamPools {
     return entry.pool.dispatch(opts, handler);
   }
 
-  /** Number of pools, for tests and status. */
-  get size(): number {
-    return this.pools.size;
-  }
-
   /** Closes every pool once its requests finish. */
   async close(): Promise<void> {
     if (this.closed) return;

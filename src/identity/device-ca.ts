@@ -1,19 +1,14 @@
-import { createPrivateKey, generateKeyPairSync, randomBytes, X509Certificate, type KeyObject } from 'node:crypto';
-import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { generateKeyPairSync, randomBytes, X509Certificate } from 'node:crypto';
+import { chmodSync, existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import forge from 'node-forge';
-import { signCertificate } from '../inspection/x509.js';
+import { loadCaPair, type CertAuthority } from '../inspection/ca.js';
+import { signCertificate, subjectName } from '../inspection/x509.js';
 
 /** The trust domain of device certificates issued by the dev device CA. */
 export const DEV_TRUST_DOMAIN = 'egress-proxy.dev';
 
-/** A device CA: its certificate and private key. */
-export interface DeviceCa {
-  certPem: string;
-  cert: X509Certificate;
-  key: KeyObject;
-  certFile: string;
-}
+/** A device CA: its certificate and private key (the same shape as the interception CA). */
+export type DeviceCa = CertAuthority;
 
 /** Files of a device CA directory: the CA (public), its key (0600) and the CRL it signs. */
 export const deviceCaFiles = (dir: string): { cert: string; key: string; crl: string } => ({
@@ -23,13 +18,7 @@ export const deviceCaFiles = (dir: string): { cert: string; key: string; crl: st
 /** Loads the device CA of `dir`, with a clear error when it is missing or the key does not match. */
 export function loadDeviceCa(dir: string): DeviceCa {
   const f = deviceCaFiles(dir);
-  if (!existsSync(f.cert) || !existsSync(f.key)) throw new Error(`no device CA in ${dir} (device-ca.pem, device-ca-key.pem)`);
-  const certPem = readFileSync(f.cert, 'utf8');
-  const cert = new X509Certificate(certPem);
-  const key = createPrivateKey(readFileSync(f.key));
-  if (!cert.checkPrivateKey(key)) throw new Error(`${f.key} does not belong to ${f.cert}`);
-  if (!cert.ca) throw new Error(`${f.cert} is not a CA certificate`);
-  return { certPem, cert, key, certFile: f.cert };
+  return loadCaPair(f.cert, f.key, `no device CA in ${dir} (device-ca.pem, device-ca-key.pem)`);
 }
 
 /** Loads the device CA of `dir`, creating one first if there is none (dev mode, `devices issue`). */
@@ -37,7 +26,7 @@ export function ensureDeviceCa(dir: string): { ca: DeviceCa; created: boolean } 
   const f = deviceCaFiles(dir);
   if (existsSync(f.cert) && existsSync(f.key)) return { ca: loadDeviceCa(dir), created: false };
   mkdirSync(dir, { recursive: true });
-  // RSA, because signCertificate signs with sha256WithRSAEncryption.
+  // RSA-2048 (an ECDSA device CA works as well: certificates and CRLs are signed with either).
   const { privateKey, publicKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
   // A unique name: leaves carry no key identifiers, so two dev CAs in one bundle must differ by name.
   const name = [{ name: 'commonName', value: `egress-proxy dev device CA ${randomBytes(4).toString('hex')}` }, { name: 'organizationName', value: 'egress-proxy' }];
@@ -79,10 +68,9 @@ export function issueDeviceCert(ca: DeviceCa, id: string, o: { days?: number; no
   if (!DEVICE_ID.test(id)) throw new Error(`device id "${id}": use 1-64 letters, digits, ".", "_" or "-"`);
   const { privateKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
   const now = Date.now();
-  if (ca.key.asymmetricKeyType !== 'rsa') throw new Error('the device CA key must be RSA to issue certificates here');
   const certPem = signCertificate({
     subject: [{ name: 'commonName', value: id }],
-    issuer: forge.pki.certificateFromPem(ca.certPem).subject.attributes,
+    issuer: subjectName(ca.certPem),
     publicKey: privateKey,
     notBefore: o.notBefore ?? new Date(now - 3_600_000),
     notAfter: o.notAfter ?? new Date(now + (o.days ?? 30) * 86_400_000),

@@ -56,8 +56,3 @@ export interface DeviceDirectory {
   attributes(id: string): Readonly<Record<string, string | number | boolean>> | undefined;
   isRevoked(serial: string): boolean;
 }
-
-/** Names for the log line: user, email, groups, service. */
-export function principalName(p: Principal): string | undefined {
-  return p.user ?? p.email ?? p.service;
-}

@@ -56,13 +56,18 @@ export function initCa(dir: string, o: CaOptions = {}, force = false): CertAutho
 /** Loads the CA from `dir`, with a clear error when it is missing or the key does not match. */
 export function loadCa(dir: string): CertAuthority {
   const files = caFiles(dir);
-  if (!existsSync(files.cert) || !existsSync(files.key)) throw new Error(`no CA in ${dir}: run \`egress-proxy ca init --dir ${dir}\``);
-  const certPem = readFileSync(files.cert, 'utf8');
+  return loadCaPair(files.cert, files.key, `no CA in ${dir}: run \`egress-proxy ca init --dir ${dir}\``);
+}
+
+/** Loads a CA certificate and its key, checking both exist, belong together and make a CA. */
+export function loadCaPair(certFile: string, keyFile: string, missing: string): CertAuthority {
+  if (!existsSync(certFile) || !existsSync(keyFile)) throw new Error(missing);
+  const certPem = readFileSync(certFile, 'utf8');
   const cert = new X509Certificate(certPem);
-  const key = createPrivateKey(readFileSync(files.key));
-  if (!cert.checkPrivateKey(key)) throw new Error(`${files.key} does not belong to ${files.cert}`);
-  if (!cert.ca) throw new Error(`${files.cert} is not a CA certificate`);
-  return { certPem, cert, key, certFile: files.cert };
+  const key = createPrivateKey(readFileSync(keyFile));
+  if (!cert.checkPrivateKey(key)) throw new Error(`${keyFile} does not belong to ${certFile}`);
+  if (!cert.ca) throw new Error(`${certFile} is not a CA certificate`);
+  return { certPem, cert, key, certFile };
 }
 
 /** Loads the CA, creating one first if there is none (dev mode). */

@@ -6,8 +6,7 @@ import { ICAP_PROFILE } from '../policy/schema.js';
 import type { ProxyRuntime } from '../runtime.js';
 import { FileSniffer, type FileKind } from './dlp/filetype.js';
 import type { IcapClient } from './icap.js';
-
-const incidentId = (): string => `inc-${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 8)}`;
+import { incidentId } from './incident.js';
 
 /**
  * The response check a rule's DLP profiles ask for: file types refused on download (by magic

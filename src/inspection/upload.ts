@@ -8,6 +8,7 @@ import { BodyInspector } from './dlp/decode.js';
 import type { CompiledProfile } from './dlp/profile.js';
 import { mergeVerdicts, type Verdict } from './dlp/tally.js';
 import type { IcapClient } from './icap.js';
+import { incidentId } from './incident.js';
 
 
 /** What goes upstream after inspection: the held body, the held part then the rest, or nothing. */
@@ -20,11 +21,6 @@ function record(rec: AccessRecord, v: Verdict, incident: string | undefined): vo
   if (parts.length > 0) rec.dlp = parts.join(',');
   if (v.reason === 'dlp_unscanned' || v.truncated) rec.dlp_unscanned = true;
   rec.incident = incident;
-}
-
-/** A short id that ties the block page, the log line and the incident together. */
-function incidentId(): string {
-  return `inc-${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 8)}`;
 }
 
 /**
