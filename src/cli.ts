@@ -3,6 +3,7 @@ import { Command } from 'commander';
 import { registerCa } from './cli/ca.js';
 import { registerDevices } from './cli/devices.js';
 import { registerDoctor } from './cli/doctor.js';
+import { registerLogs } from './cli/logs.js';
 import { registerPolicy } from './cli/policy.js';
 import { registerSchema } from './cli/schema.js';
 import { registerStart } from './cli/start.js';
@@ -19,5 +20,6 @@ registerSchema(program);
 registerPolicy(program);
 registerCa(program);
 registerDevices(program);
+registerLogs(program);
 
 await program.parseAsync(process.argv);

@@ -11,7 +11,7 @@ import { DEV_ISSUER, startDevIdentityProvider } from '../identity/setup.js';
 import { WORKER_SESSION_KEY } from '../identity/sign-in.js';
 import { caFiles, ensureCa, loadCa } from '../inspection/ca.js';
 import { loadPolicyDir } from '../policy/load.js';
-import { startProxy } from '../proxy.js';
+import { startProxy, type RunningProxy } from '../proxy.js';
 import { superviseWorkers } from '../supervisor.js';
 
 function collect(value: string, previous: string[] = []): string[] {
@@ -73,7 +73,8 @@ function banner(listen: string, admin: string, caFile: string | undefined, id?: 
     `  NODE_USE_ENV_PROXY=1 node -e "fetch('https://example.com').then(r => console.log(r.status))"`,
     `  egress-proxy doctor --proxy ${proxy}`,
     `Browsers: PAC file at http://${admin}/proxy.pac`,
-    ...(id ? [`Browsers: sign in at http://${admin}/auth/ (sample users: alice, bob)`] : []),
+    ...(id ? [`Browsers: sign in at http://${admin}/auth/ (sample users: alice, bob; ada is an admin)`] : []),
+    `Metrics: http://${admin}/metrics${id ? `   Dashboard: http://${admin}/ui (sign in as ada)` : ''}`,
     ...(devices ? [
       '',
       `Devices (mTLS): https://${devices}`,
@@ -136,22 +137,17 @@ export function registerStart(program: Command): void {
         });
         return;
       }
-      let proxy;
-      try {
-        proxy = await startProxy(config, undefined, { dev: opts.dev === true });
-      } catch (err) {
-        exitOnStartError(config.policiesDir, err);
-      }
-      if (opts.dev && cluster.isPrimary) {
-        const idp = proxy.identity.devIdp;
-        const hints = idp ? await devHints(idp) : undefined;
-        const devices = proxy.deviceAddress ? hostPort(proxy.deviceAddress) : undefined;
-        process.stderr.write(banner(hostPort(proxy.proxyAddress), hostPort(proxy.adminAddress), proxy.runtime.inspection?.ca.certFile, hints, devices));
-      }
-      process.on('exit', () => proxy.runtime.logger.flush());
+      // Handlers go in before start-up: a SIGTERM that arrives while starting (or right after the
+      // ready line) is kept and acted on once the proxy runs, instead of killing the process.
+      let proxy: RunningProxy | undefined;
+      let early: string | undefined;
       // Idempotent: under a supervisor (or systemd's control group) a worker may get the signal twice.
       let stopping = false;
       const stop = (signal: string): void => {
+        if (!proxy) {
+          early ??= signal;
+          return;
+        }
         if (stopping) return;
         stopping = true;
         process.stderr.write(`egress-proxy: ${signal} received, draining\n`);
@@ -159,6 +155,23 @@ export function registerStart(program: Command): void {
       };
       process.on('SIGTERM', () => stop('SIGTERM'));
       process.on('SIGINT', () => stop('SIGINT'));
-      process.on('SIGHUP', () => void proxy.reload());
+      try {
+        proxy = await startProxy(config, undefined, { dev: opts.dev === true });
+      } catch (err) {
+        exitOnStartError(config.policiesDir, err);
+      }
+      const running = proxy;
+      if (opts.dev && cluster.isPrimary) {
+        const idp = running.identity.devIdp;
+        const hints = idp ? await devHints(idp) : undefined;
+        const devices = running.deviceAddress ? hostPort(running.deviceAddress) : undefined;
+        process.stderr.write(banner(hostPort(running.proxyAddress), hostPort(running.adminAddress), running.runtime.inspection?.ca.certFile, hints, devices));
+      }
+      process.on('exit', () => running.runtime.logger.flush());
+      process.on('SIGHUP', () => {
+        running.runtime.logger.reopen(); // after an external logrotate
+        void running.reload();
+      });
+      if (early !== undefined) stop(early);
     });
 }

@@ -1,0 +1,215 @@
+import { writeSync } from 'node:fs';
+import { chainLine } from './chain.js';
+import type { FdOutput } from './fd-output.js';
+
+/** What to do when a destination stops taking lines and the buffer is full. */
+export type WhenFull = 'fail_closed' | 'drop';
+
+/** Counters for metrics and the admin listener. */
+export interface SinkStats {
+  buffered_bytes: number;
+  dropped_lines: number;
+  refused_requests: number;
+  backlog_episodes: number;
+  written_lines: number;
+}
+
+/** How one backlog episode ended: what the summary line says. */
+export interface EpisodeSummary {
+  refused: number;
+  dropped: number;
+  ms: number;
+  whenFull: WhenFull;
+}
+
+export interface SinkOptions {
+  outputs: FdOutput[];
+  /** Bytes of whole lines kept per destination while it does not take them. */
+  bufferBytes: number;
+  whenFull: WhenFull;
+  tamperEvident: boolean;
+  /** Called (outside any write) when an episode ends, to write its summary line. */
+  onEpisodeEnd?: (s: EpisodeSummary) => void;
+  /** Where alerts go; default: fd 2, synchronously. */
+  alert?: (line: string) => void;
+}
+
+const RETRY_MS = 15;
+const FLUSH_MS = 250;
+
+function stderr(line: string): void {
+  try {
+    writeSync(2, line);
+  } catch {
+    // Nothing else to tell it to.
+  }
+}
+
+/**
+ * Lines to one or more destinations, written synchronously in blocks of whole lines. A
+ * destination that stops taking bytes keeps its lines in a bounded buffer, retried on a timer;
+ * when that buffer is full, `fail_closed` reports `backlogged` (the listeners then refuse new
+ * requests, so memory stays bounded by the buffer plus lines of requests already admitted, at
+ * most twice the buffer) and `drop` drops lines, counted. Either way stderr hears of it once.
+ */
+export class LineSink {
+  private readonly outputs: FdOutput[];
+  private readonly limit: number;
+  /** fail_closed: lines of admitted requests may go past the buffer up to here; beyond, they are dropped. */
+  private readonly hardLimit: number;
+  private readonly alert: (line: string) => void;
+  private episode: { start: number; refused: number; dropped: number } | undefined;
+  private dropped = 0;
+  private refused = 0;
+  private episodes = 0;
+  private retry: NodeJS.Timeout | undefined;
+  private flushTimer: NodeJS.Timeout | undefined;
+  private waiters: Array<() => void> = [];
+  private closed = false;
+
+  constructor(private readonly o: SinkOptions) {
+    this.outputs = o.outputs;
+    this.limit = o.bufferBytes;
+    this.hardLimit = 2 * o.bufferBytes;
+    this.alert = o.alert ?? stderr;
+  }
+
+  /** Takes one line (ending in a newline). */
+  write(line: string): void {
+    if (this.closed) return;
+    const bytes = Buffer.byteLength(line);
+    let chained: { prev: string; line: string; hash: string } | undefined;
+    let lost = false;
+    for (const out of this.outputs) {
+      // "prev":"<64 hex>", is 74 bytes (no comma into an empty object).
+      const add = this.o.tamperEvident ? bytes + (line.charCodeAt(1) === 125 ? 73 : 74) : bytes;
+      if (out.queued + add > this.limit) {
+        this.startEpisode(out);
+        if (this.o.whenFull === 'drop' || out.queued + add > this.hardLimit) {
+          lost = true;
+          continue;
+        }
+      }
+      if (this.o.tamperEvident) {
+        // Outputs that saw the same lines share one hash computation.
+        if (chained?.prev !== out.lastHash) chained = { prev: out.lastHash, ...chainLine(line, out.lastHash) };
+        out.lastHash = chained.hash;
+        out.add(chained.line, add);
+      } else {
+        out.add(line, bytes);
+      }
+      if (out.stalled !== undefined) this.retryLater();
+      else if (out.filling && this.flushTimer === undefined) this.flushTimer = setTimeout(() => this.tick(), FLUSH_MS).unref();
+    }
+    if (lost) {
+      this.dropped++;
+      if (this.episode) this.episode.dropped++;
+    }
+  }
+
+  /** True while new requests must be refused (fail_closed, buffer full until it drains below half). */
+  get backlogged(): boolean {
+    return this.episode !== undefined && this.o.whenFull === 'fail_closed';
+  }
+
+  /** True (and counted) when a new request must be refused because the log is backlogged. */
+  refuse(): boolean {
+    if (!this.backlogged) return false;
+    this.refused++;
+    this.episode!.refused++;
+    return true;
+  }
+
+  stats(): SinkStats {
+    let buffered = 0;
+    let written = Infinity;
+    for (const out of this.outputs) {
+      buffered += out.queued;
+      written = Math.min(written, out.written);
+    }
+    return {
+      buffered_bytes: buffered, dropped_lines: this.dropped, refused_requests: this.refused,
+      backlog_episodes: this.episodes, written_lines: written === Infinity ? 0 : written,
+    };
+  }
+
+  /** Writes what it can now, without waiting (best effort: a stalled destination keeps its lines). */
+  flush(): boolean {
+    let done = true;
+    for (const out of this.outputs) {
+      out.seal();
+      if (!out.pump()) done = false;
+    }
+    this.settle();
+    if (!done) this.retryLater();
+    return done;
+  }
+
+  /** Resolves once everything buffered is written, or after `timeoutMs`. */
+  flushed(timeoutMs = 5000): Promise<void> {
+    if (this.flush()) return Promise.resolve();
+    return new Promise((resolve) => {
+      const t = setTimeout(done, timeoutMs);
+      function done(): void {
+        clearTimeout(t);
+        resolve();
+      }
+      this.waiters.push(done);
+    });
+  }
+
+  reopen(): void {
+    for (const out of this.outputs) out.reopen();
+  }
+
+  close(): void {
+    this.flush();
+    this.closed = true;
+    clearTimeout(this.retry);
+    clearTimeout(this.flushTimer);
+    for (const out of this.outputs) out.close();
+    for (const w of this.waiters.splice(0)) w();
+  }
+
+  private startEpisode(out: FdOutput): void {
+    if (this.episode) return;
+    this.episode = { start: Date.now(), refused: 0, dropped: 0 };
+    this.episodes++;
+    const why = out.stalled ?? 'not keeping up';
+    this.alert(this.o.whenFull === 'fail_closed'
+      ? `egress-proxy: ALERT access log backlogged: ${out.name} is not taking lines (${why}); ${out.queued} bytes buffered; refusing new requests with 503 log_backlog until it drains (log.when_full: fail_closed)\n`
+      : `egress-proxy: ALERT access log backlogged: ${out.name} is not taking lines (${why}); dropping lines until it drains (log.when_full: drop)\n`);
+  }
+
+  /** Ends the episode once every destination is below half the buffer; resolves waiters when all is written. */
+  private settle(): void {
+    let max = 0;
+    let behind = false;
+    for (const out of this.outputs) {
+      max = Math.max(max, out.queued);
+      if (out.behind || out.filling) behind = true;
+    }
+    if (this.episode && max < this.limit / 2) {
+      const e = this.episode;
+      this.episode = undefined;
+      const summary: EpisodeSummary = { refused: e.refused, dropped: e.dropped, ms: Date.now() - e.start, whenFull: this.o.whenFull };
+      this.alert(`egress-proxy: access log caught up after ${summary.ms} ms; ${this.o.whenFull === 'fail_closed' ? `refused ${e.refused} requests` : `dropped ${e.dropped} lines`} meanwhile\n`);
+      // Outside the write in progress: the summary is itself a line.
+      if (this.o.onEpisodeEnd) setImmediate(this.o.onEpisodeEnd, summary);
+    }
+    if (!behind && this.waiters.length > 0) for (const w of this.waiters.splice(0)) w();
+  }
+
+  private retryLater(): void {
+    this.retry ??= setTimeout(() => this.tick(), RETRY_MS).unref();
+  }
+
+  private tick(): void {
+    clearTimeout(this.retry);
+    clearTimeout(this.flushTimer);
+    this.retry = undefined;
+    this.flushTimer = undefined;
+    if (this.closed) return;
+    this.flush();
+  }
+}

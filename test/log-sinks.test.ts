@@ -1,0 +1,316 @@
+import { spawn } from 'node:child_process';
+import { createReadStream, existsSync, mkdtempSync, readFileSync, renameSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { connect } from 'node:net';
+import { dirname, join } from 'node:path';
+import { ProxyAgent, request } from 'undici';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { loadConfig } from '../src/config/load.js';
+import { FileValidationError } from '../src/config/validate.js';
+import { createLogger, workerLogPath } from '../src/logging/logger.js';
+import { CLI, startCli, writeSetup, type CliProxy } from './helpers/cli.js';
+import { startOrigin, type Origin } from './helpers/origin.js';
+import { run } from './helpers/run.js';
+
+let origin: Origin;
+beforeAll(async () => {
+  origin = await startOrigin({ handler: (_req, res) => res.end('ok') });
+});
+afterAll(() => origin.close());
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+type Line = Record<string, unknown>;
+const parse = (text: string): Line[] => text.split('\n').filter(Boolean).map((l) => JSON.parse(l) as Line);
+const access = (text: string): Line[] => parse(text).filter((l) => l.type === 'access');
+
+async function readyz(p: CliProxy): Promise<{ status: number; body: { status: string; log: Record<string, number> } }> {
+  const r = await request(`http://127.0.0.1:${p.adminPort}/readyz`);
+  return { status: r.statusCode, body: (await r.body.json()) as { status: string; log: Record<string, number> } };
+}
+
+/** Sends requests for /<tag><n>, `parallel` at a time, recording each outcome (status and reason). */
+function client(p: CliProxy, tag: string): { send(count: number, parallel?: number): Promise<Array<[string, number, string]>>; seen: Array<[string, number, string]>; close(): Promise<void> } {
+  const agent = new ProxyAgent({ uri: p.url, proxyTunnel: false });
+  const seen: Array<[string, number, string]> = [];
+  let n = 0;
+  const one = async (): Promise<[string, number, string]> => {
+    const path = `/${tag}${n++}`;
+    const r = await request(`${origin.url}${path}`, { dispatcher: agent });
+    await r.body.text();
+    const out: [string, number, string] = [path, r.statusCode, String(r.headers['x-egress-reason'] ?? '')];
+    seen.push(out);
+    return out;
+  };
+  return {
+    seen,
+    send: async (count, parallel = 16) => {
+      const got: Array<[string, number, string]> = [];
+      for (let i = 0; i < count; i += parallel) got.push(...(await Promise.all(Array.from({ length: Math.min(parallel, count - i) }, one))));
+      return got;
+    },
+    close: () => agent.close(),
+  };
+}
+
+/** Sends a CONNECT on a fresh connection and returns the response head. */
+function rawConnect(port: number, authority: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const sock = connect({ host: '127.0.0.1', port }, () => sock.write(`CONNECT ${authority} HTTP/1.1\r\nHost: ${authority}\r\n\r\n`));
+    let head = '';
+    sock.setTimeout(5000, () => sock.destroy(new Error('no answer to CONNECT')));
+    sock.on('data', (d: Buffer) => {
+      head += d.toString('latin1');
+      if (head.includes('\r\n\r\n')) {
+        sock.destroy();
+        resolve(head.slice(0, head.indexOf('\r\n\r\n') + 2));
+      }
+    });
+    sock.on('error', reject);
+  });
+}
+
+/** Sends batches until `until` holds (bounded: 200 batches). */
+async function sendUntil(c: ReturnType<typeof client>, until: (batch: Array<[string, number, string]>) => boolean | Promise<boolean>): Promise<void> {
+  for (let i = 0; i < 200; i++) if (await until(await c.send(16))) return;
+  throw new Error('condition never reached');
+}
+
+async function waitFor(cond: () => boolean | Promise<boolean>, what: string, ms = 10_000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!(await cond())) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await sleep(25);
+  }
+}
+
+describe('stdout to a pipe whose reader stalls', () => {
+  it('fail_closed: refuses new requests with 503 log_backlog, /readyz says so, no admitted line is lost', async () => {
+    const p = await startCli(['--config', writeSetup({ log: { buffer_bytes: 65_536 } })]);
+    const c = client(p, 'fc');
+    try {
+      p.child.stdout!.pause();
+      await sendUntil(c, (b) => b.some(([, , r]) => r === 'log_backlog'));
+      const ready = await readyz(p);
+      expect(ready.status).toBe(503);
+      expect(ready.body.status).toBe('log_backlog');
+      expect(ready.body.log.backlog_episodes).toBe(1);
+      expect(ready.body.log.buffered_bytes).toBeGreaterThan(32_768);
+      // Still backlogged: every new request is refused, quickly.
+      for (const [, status, reason] of await c.send(20)) expect([status, reason]).toEqual([503, 'log_backlog']);
+      // A CONNECT too (counted with the others in the summary).
+      expect(await rawConnect(p.port, `127.0.0.2:${origin.port}`)).toMatch(/^HTTP\/1\.1 503 [^\r]*\r\n(.*\r\n)*X-Egress-Reason: log_backlog\r\n/i);
+      expect(p.stderr()).toMatch(/ALERT access log backlogged: stdout is not taking lines \(EAGAIN\).*log_backlog/);
+      expect(p.stderr().match(/ALERT/g)).toHaveLength(1);
+
+      p.child.stdout!.resume();
+      await waitFor(async () => (await readyz(p)).status === 200, '/readyz 200');
+      const refused = c.seen.filter(([, , r]) => r === 'log_backlog').length + 1;
+      await waitFor(() => p.stdout().includes(`"msg":"refused ${refused} requests while the access log was backlogged"`), 'the summary line');
+      expect((await c.send(16)).every(([, s]) => s === 200)).toBe(true);
+
+      // A second stall, shorter than the buffer, then SIGTERM: the drain waits for the reader.
+      p.child.stdout!.pause();
+      await sendUntil(c, async () => (await readyz(p)).body.log.buffered_bytes > 0);
+      expect((await readyz(p)).status).toBe(200);
+      p.child.kill('SIGTERM');
+      await sleep(500);
+      p.child.stdout!.resume();
+      expect(await p.exited).toBe(0);
+      expect(p.stdout()).toContain('"msg":"stopped"');
+
+      const lines = access(p.stdout());
+      const count = new Map<string, number>();
+      for (const l of lines) count.set(new URL(String(l.url)).pathname, (count.get(new URL(String(l.url)).pathname) ?? 0) + 1);
+      for (const [path, status, reason] of c.seen) expect([path, count.get(path) ?? 0]).toEqual([path, reason === 'log_backlog' ? 0 : 1]);
+      expect(c.seen.filter(([, s]) => s === 200).length).toBeGreaterThan(100);
+      expect(refused).toBeGreaterThanOrEqual(21);
+      expect(lines).toHaveLength(c.seen.length - (refused - 1));
+    } finally {
+      await c.close();
+      p.child.kill('SIGKILL');
+    }
+  }, 60_000);
+
+  it('drop: keeps serving, drops lines that do not fit, and says how many', async () => {
+    const p = await startCli(['--config', writeSetup({ log: { buffer_bytes: 65_536, when_full: 'drop' } })]);
+    const c = client(p, 'dr');
+    try {
+      p.child.stdout!.pause();
+      await sendUntil(c, async () => (await readyz(p)).body.log.dropped_lines > 0);
+      await c.send(32);
+      const ready = await readyz(p);
+      expect(ready.status).toBe(200);
+      expect(ready.body.status).toBe('ready');
+      const dropped = ready.body.log.dropped_lines;
+      expect(dropped).toBeGreaterThan(0);
+      expect(ready.body.log.refused_requests).toBe(0);
+      expect(c.seen.every(([, s]) => s === 200)).toBe(true);
+      expect(p.stderr()).toMatch(/ALERT access log backlogged: stdout is not taking lines .*dropping lines until it drains/);
+
+      p.child.stdout!.resume();
+      await waitFor(() => p.stderr().includes(`dropped ${dropped} lines meanwhile`), 'the end of the episode on stderr');
+      await waitFor(() => p.stdout().includes(`"msg":"dropped ${dropped} lines while the access log was backlogged"`), 'the summary line');
+      p.child.kill('SIGTERM');
+      expect(await p.exited).toBe(0);
+      const paths = access(p.stdout()).map((l) => new URL(String(l.url)).pathname);
+      expect(new Set(paths).size).toBe(paths.length);
+      expect(paths.length).toBe(c.seen.length - dropped);
+    } finally {
+      await c.close();
+      p.child.kill('SIGKILL');
+    }
+  }, 60_000);
+});
+
+describe('a file destination', () => {
+  it('rotates by size (keep 2), loses and splits no line, and stdout gets the same lines', async () => {
+    const config = writeSetup({ log: { file: { path: 'logs/access.log', rotate_bytes: 16_384, keep: 2 } } });
+    const file = join(dirname(config), 'logs', 'access.log');
+    const p = await startCli(['--config', config]);
+    const c = client(p, 'rot');
+    try {
+      await c.send(240, 8);
+      p.child.kill('SIGTERM');
+      expect(await p.exited).toBe(0);
+      expect(existsSync(`${file}.1`) && existsSync(`${file}.2`)).toBe(true);
+      expect(existsSync(`${file}.3`)).toBe(false); // the oldest were deleted
+      const texts = [`${file}.2`, `${file}.1`, file].map((f) => readFileSync(f, 'utf8'));
+      for (const [i, f] of [`${file}.2`, `${file}.1`, file].entries()) {
+        expect(statSync(f).size).toBeLessThanOrEqual(16_384);
+        expect(texts[i]!.endsWith('\n')).toBe(true);
+      }
+      const kept = texts.join('');
+      parse(kept); // every line whole JSON
+      // The files hold the last lines stdout got, byte for byte.
+      expect(p.stdout().endsWith(kept)).toBe(true);
+      expect(kept.length).toBeGreaterThan(30_000);
+      const onStdout = access(p.stdout()).map((l) => new URL(String(l.url)).pathname).sort();
+      expect(onStdout).toEqual(c.seen.map(([path]) => path).sort());
+    } finally {
+      await c.close();
+      p.child.kill('SIGKILL');
+    }
+  }, 60_000);
+
+  it('reopens the file on SIGHUP (external logrotate)', async () => {
+    const config = writeSetup({ log: { file: { path: 'access.log', rotate_bytes: 0 } } });
+    const file = join(dirname(config), 'access.log');
+    const p = await startCli(['--config', config]);
+    const c = client(p, 'hup');
+    try {
+      await c.send(5);
+      await sleep(300); // the 250 ms flush
+      renameSync(file, `${file}.old`); // what logrotate does
+      p.child.kill('SIGHUP');
+      await waitFor(() => existsSync(file), 'the reopened file');
+      await c.send(5);
+      p.child.kill('SIGTERM');
+      expect(await p.exited).toBe(0);
+      const paths = (f: string): string[] => access(readFileSync(f, 'utf8')).map((l) => new URL(String(l.url)).pathname);
+      expect(paths(`${file}.old`).sort()).toEqual(['/hup0', '/hup1', '/hup2', '/hup3', '/hup4']);
+      expect(paths(file).sort()).toEqual(['/hup5', '/hup6', '/hup7', '/hup8', '/hup9']);
+    } finally {
+      await c.close();
+      p.child.kill('SIGKILL');
+    }
+  }, 30_000);
+
+  it('with stdout: false writes the file only', async () => {
+    const config = writeSetup({ log: { stdout: false, file: { path: 'only.log' } } });
+    const file = join(dirname(config), 'only.log');
+    const child = spawn(process.execPath, [CLI, 'start', '--config', config], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    child.stdout.on('data', (d: Buffer) => { out += d.toString(); });
+    const exited = new Promise<number | null>((resolve) => child.once('exit', resolve));
+    try {
+      await waitFor(() => existsSync(file) && readFileSync(file, 'utf8').includes('"egress-proxy ready"'), 'the ready line in the file');
+      await sleep(200); // the start command installs its SIGTERM handler just after the ready line
+      child.kill('SIGTERM');
+      expect(await exited).toBe(0);
+      expect(readFileSync(file, 'utf8')).toContain('"msg":"stopped"');
+      expect(out).toBe('');
+    } finally {
+      child.kill('SIGKILL');
+    }
+  }, 30_000);
+});
+
+describe('with workers > 1', () => {
+  it('names each worker\'s file access-w<id>.log', async () => {
+    expect(workerLogPath('/var/log/egress/access.log', 3)).toBe('/var/log/egress/access-w3.log');
+    expect(workerLogPath('/var/log/egress/access', 1)).toBe('/var/log/egress/access-w1');
+    expect(workerLogPath('/var/log/egress/access.log', undefined)).toBe('/var/log/egress/access.log');
+    const config = writeSetup({ workers: 2, log: { file: { path: 'logs/access.log' } } });
+    const p = await startCli(['--config', config]);
+    try {
+      await waitFor(() => p.stdout().split('"egress-proxy ready"').length - 1 === 2, 'both workers');
+      p.child.kill('SIGTERM');
+      expect(await p.exited).toBe(0);
+      for (const w of [1, 2]) {
+        const lines = parse(readFileSync(join(dirname(config), 'logs', `access-w${w}.log`), 'utf8'));
+        expect(lines.some((l) => l.msg === 'egress-proxy ready')).toBe(true);
+        expect(lines.every((l) => l.worker === w)).toBe(true);
+      }
+      expect(existsSync(join(dirname(config), 'logs', 'access.log'))).toBe(false);
+    } finally {
+      p.child.kill('SIGKILL');
+    }
+  }, 30_000);
+});
+
+describe('a FIFO destination (in process)', () => {
+  it('never blocks: lines wait in the buffer, the logger reports backlogged and counts, and all arrive once read', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'egress-fifo-'));
+    const fifo = join(dir, 'log.fifo');
+    expect((await run('mkfifo', [fifo])).code).toBe(0);
+    const lg = createLogger({ level: 'info', nodeId: 'fifo', stdout: false, file: { path: fifo }, buffer_bytes: 16_384 });
+    let sent = 0;
+    const line = (): string => `${lg.accessPrefix()},"kind":"http","n":${sent++},"pad":"${'x'.repeat(300)}"}\n`;
+    // Nobody reads: the pipe (64 KiB) fills, then the buffer; each write returns at once.
+    const t0 = performance.now();
+    while (!lg.backlogged && sent < 5000) lg.writeAccess(line());
+    expect(performance.now() - t0).toBeLessThan(2000);
+    expect(lg.backlogged).toBe(true);
+    expect(lg.refuseNew()).toBe(true);
+    expect(lg.refuseNew()).toBe(true);
+    for (let i = 0; i < 10; i++) lg.writeAccess(line()); // lines of admitted requests are kept
+    const st = lg.stats();
+    expect(st).toMatchObject({ refused_requests: 2, backlog_episodes: 1, dropped_lines: 0 });
+    expect(st.buffered_bytes).toBeGreaterThan(16_384);
+    expect(st.written_lines).toBeLessThan(sent);
+
+    let got = '';
+    const reader = createReadStream(fifo, { encoding: 'utf8' });
+    reader.on('data', (d) => { got += String(d); });
+    await lg.flushed(5000);
+    await waitFor(() => !lg.backlogged && got.split('\n').length - 1 >= sent + 1, 'everything read');
+    expect(lg.refuseNew()).toBe(false);
+    const lines = parse(got);
+    const ns = lines.filter((l) => l.type === 'access').map((l) => l.n);
+    expect(ns).toEqual(Array.from({ length: sent }, (_, i) => i));
+    expect(lines.find((l) => l.msg === 'refused 2 requests while the access log was backlogged')).toBeDefined();
+    expect(lg.stats()).toMatchObject({ buffered_bytes: 0, written_lines: sent + 1 });
+    lg.close();
+    reader.destroy();
+  });
+});
+
+describe('config validation', () => {
+  const problems = (log: Record<string, unknown>): string => {
+    try {
+      loadConfig({ config: writeSetup({ log }) }, {});
+    } catch (err) {
+      if (err instanceof FileValidationError) return err.message;
+      throw err;
+    }
+    return '';
+  };
+  it('names the field of a bad value', () => {
+    expect(problems({ buffer_bytes: -1 })).toMatch(/log\.buffer_bytes/);
+    expect(problems({ when_full: 'maybe' })).toMatch(/log\.when_full/);
+    expect(problems({ file: { path: 'a.log', keep: 0 } })).toMatch(/log\.file\.keep/);
+    expect(problems({ file: { rotate_bytes: 10 } })).toMatch(/log\.file\.path/);
+    expect(problems({ stdout: false })).toMatch(/log\.stdout.*would go nowhere/);
+    expect(problems({ buffer_bytes: 65_536, when_full: 'drop', tamper_evident: true, file: { path: 'a.log' } })).toBe('');
+  });
+});
