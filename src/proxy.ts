@@ -18,7 +18,12 @@ import { SelfAddresses } from './egress/self.js';
 import { createAdminServer } from './listeners/admin.js';
 import { createExplicitServer } from './listeners/explicit.js';
 import { startDeviceListener } from './listeners/mtls.js';
-import { createLogger, type ProxyLogger } from './logging/logger.js';
+import { observeAccess } from './logging/access-record.js';
+import { LiveStats } from './logging/live-stats.js';
+import { answerLiveRequests } from './logging/live-cluster.js';
+import { createLogger, loggerOptions, type ProxyLogger } from './logging/logger.js';
+import { ProxyMetrics } from './logging/metrics.js';
+import { shareWithSupervisor } from './logging/metrics-cluster.js';
 import { loadPolicyDir } from './policy/load.js';
 import { PolicyReloader } from './policy/reload.js';
 import type { ProxyRuntime } from './runtime.js';
@@ -60,7 +65,7 @@ function icapClients(config: LoadedConfig): ProxyRuntime['icap'] {
 /** Loads policy, builds the runtime and starts both listeners. Throws if policy is invalid. */
 export async function startProxy(config: LoadedConfig, logger?: ProxyLogger, options: { dev?: boolean } = {}): Promise<RunningProxy> {
   const policy = loadPolicyDir(config.policiesDir);
-  const lg = logger ?? createLogger({ level: config.log.level, nodeId: config.node_id, worker: cluster.isWorker ? cluster.worker?.id : undefined });
+  const lg = logger ?? createLogger(loggerOptions(config, cluster.isWorker ? cluster.worker?.id : undefined));
   // Destinations are verified against the system store, plus the admin's extra bundle if any.
   // The trust store is built once: a `ca` list given per connection costs ~20 ms each (bench/interception.mjs).
   const ca = config.upstreamCaFile ? [...rootCertificates, readFileSync(config.upstreamCaFile, 'utf8')] : undefined;
@@ -83,6 +88,8 @@ export async function startProxy(config: LoadedConfig, logger?: ProxyLogger, opt
     upstream,
     upstreamTls,
     logger: lg,
+    // Reads rt.active only when a snapshot is taken, long after rt exists.
+    stats: new LiveStats({ node: config.node_id, active: () => rt.active }),
     icap: icapClients(config),
     identity: { enabled: false, tokens: undefined, sessions: undefined, devices: undefined, portal: undefined, admitted: new AdmittedConnections() },
     self: new SelfAddresses(),
@@ -90,6 +97,17 @@ export async function startProxy(config: LoadedConfig, logger?: ProxyLogger, opt
     viaToken: `${config.node_id} (egress-proxy)`,
     listenAddress: config.listen,
     active: 0,
+    connections: 0,
+    // Sources are read only when Prometheus scrapes, long after rt exists.
+    metrics: config.metrics.enabled ? new ProxyMetrics({
+      active: () => rt.active,
+      connections: () => rt.connections,
+      tunnels: () => rt.tunnels.size,
+      certificates: () => rt.inspection && { minted: rt.inspection.minter.minted, hits: rt.inspection.minter.hits },
+      policy: () => rt.policyStatus,
+      log: () => ({ ...rt.logger.stats(), backlogged: rt.logger.backlogged }),
+      node: config.node_id,
+    }, { defaultMetrics: config.metrics.process }) : undefined,
     tunnels: new Set(),
     inspection: undefined,
     draining: false,
@@ -104,6 +122,12 @@ export async function startProxy(config: LoadedConfig, logger?: ProxyLogger, opt
       refusals: new Map(),
       autoBypass: new Set(),
     };
+  }
+  observeAccess(lg, (r) => rt.stats.add(r));
+  answerLiveRequests(rt.stats);
+  if (rt.metrics) {
+    observeAccess(lg, rt.metrics.observe);
+    shareWithSupervisor(rt.metrics.registry);
   }
   const identity = await setupIdentity(rt, { dev: options.dev === true });
   const reloader = new PolicyReloader(rt);
@@ -164,7 +188,8 @@ export async function startProxy(config: LoadedConfig, logger?: ProxyLogger, opt
       rt.icap.reqmod?.close();
       rt.icap.respmod?.close();
       lg.log.info('stopped');
-      lg.flush();
+      // Every line out before exit, however slow the reader; bounded so a dead one cannot hold the exit.
+      await lg.flushed(5_000);
     })());
   return { runtime: rt, proxyAddress, adminAddress, deviceAddress: devices?.address, identity, drain, reload: () => reloader.reload('SIGHUP') };
 }

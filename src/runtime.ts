@@ -3,6 +3,7 @@ import type { AddressGuard } from './egress/addresses.js';
 import type { UpstreamPools } from './egress/pools.js';
 import type { Resolver } from './egress/resolve.js';
 import type { SelfAddresses } from './egress/self.js';
+import type { LiveStats } from './logging/live-stats.js';
 import type { ProxyLogger } from './logging/logger.js';
 import type { CompiledPolicy } from './policy/load.js';
 import type { PolicyStatus } from './policy/reload.js';
@@ -21,6 +22,8 @@ export interface ProxyRuntime {
   /** TLS settings for destinations when the admin adds trust anchors (undefined = the system store). */
   readonly upstreamTls: import('node:tls').SecureContext | undefined;
   readonly logger: ProxyLogger;
+  /** The live view of finished exchanges behind the admin dashboard (/ui). */
+  readonly stats: LiveStats;
   /** Who is asking: token verification, sign-in sessions, device directory, and the connections they admitted. */
   readonly identity: {
     /** An identity provider is configured: anonymous requests that policy denies are asked to authenticate. */
@@ -35,6 +38,10 @@ export interface ProxyRuntime {
       handoff?(req: import('node:http').IncomingMessage, res: import('node:http').ServerResponse, host: string, port: number): void;
       /** Answers SESSION_HANDOFF_PATH on the proxy's own name (egress-proxy.invalid), reached through the proxy. */
       bindHere?(req: import('node:http').IncomingMessage, res: import('node:http').ServerResponse): void;
+      /** The signed-in user of a request to the admin origin (its session cookie), if any. */
+      principal?(req: import('node:http').IncomingMessage): import('./identity/principal.js').Principal | undefined;
+      /** The portal's public URL, no trailing slash. */
+      readonly url?: string;
     } | undefined;
     admitted: import('./identity/admitted.js').AdmittedConnections;
   };
@@ -58,6 +65,10 @@ export interface ProxyRuntime {
   listenAddress: string;
   /** In-flight requests and tunnels, for draining on SIGTERM. */
   active: number;
+  /** Client connections open on the proxy and device listeners (not the decrypted ones inside tunnels). */
+  connections: number;
+  /** Prometheus metrics, when metrics.enabled. */
+  readonly metrics: import('./logging/metrics.js').ProxyMetrics | undefined;
   /** Client sockets of open tunnels and WebSockets, cut when the drain time runs out. */
   readonly tunnels: Set<import('node:net').Socket>;
   draining: boolean;

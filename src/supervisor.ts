@@ -1,6 +1,8 @@
 import cluster, { type Worker } from 'node:cluster';
 import type { AddressInfo } from 'node:net';
 import { relaySessionSync } from './identity/session-sync.js';
+import { serveClusterLive } from './logging/live-cluster.js';
+import { serveClusterMetrics } from './logging/metrics-cluster.js';
 
 /** What the supervisor reports once the first worker listens (for the dev-mode banner). */
 export type OnListening = (address: AddressInfo) => void;
@@ -69,6 +71,8 @@ export function superviseWorkers(count: number, onFirstListening?: OnListening):
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));
   relaySessionSync();
+  serveClusterMetrics();
+  serveClusterLive();
   for (let i = 0; i < count; i++) fork();
   say('supervisor started', { workers: count });
 }

@@ -2,6 +2,7 @@ import { ProxyAgent, request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startCli, writeSetup } from './helpers/cli.js';
 import { startOrigin, type Origin } from './helpers/origin.js';
+import { parsePrometheus, sumOf } from './helpers/prometheus.js';
 import { cleanEnv, run } from './helpers/run.js';
 
 let origin: Origin;
@@ -57,6 +58,27 @@ describe('several workers sharing the listeners (--workers 2)', () => {
       await agent.close();
       expect(p.stdout()).toContain('"msg":"all workers stopped"');
       expect(accessLines(p.stdout()).filter((l) => String(l.url).endsWith('/slow'))).toHaveLength(1);
+    } finally {
+      p.child.kill('SIGKILL');
+    }
+  }, 60_000);
+
+  it('one scrape of /metrics counts the requests of every worker', async () => {
+    const p = await startCli(['--config', writeSetup(), '--workers', '2']);
+    try {
+      for (let i = 0; i < 200 && p.stdout().split('"egress-proxy ready"').length - 1 < 2; i++) await new Promise((r) => setTimeout(r, 50));
+      const n = 10;
+      for (let i = 0; i < n; i++) expect((await run('curl', ['-sS', '-x', p.url, `${origin.url}/m${i}`], { env: cleanEnv() })).stdout).toBe('ok');
+      await new Promise((r) => setTimeout(r, 200));
+      const lines = accessLines(p.stdout());
+      expect(new Set(lines.map((l) => l.worker))).toEqual(new Set([1, 2]));
+      // Whichever worker answers the scrape, it reports the node's total.
+      for (let i = 0; i < 4; i++) {
+        const text = await (await request(`http://127.0.0.1:${p.adminPort}/metrics`)).body.text();
+        const families = await parsePrometheus(text);
+        expect(sumOf(families, 'egress_proxy_requests_total', { decision: 'allow', kind: 'http' })).toBe(n);
+        expect(sumOf(families, 'egress_proxy_request_duration_seconds_count', { kind: 'http' })).toBe(n);
+      }
     } finally {
       p.child.kill('SIGKILL');
     }

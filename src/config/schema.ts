@@ -8,6 +8,12 @@ export const configSchema = z
       .describe('Name of this egress node in logs and the Via header; defaults to the host name.'),
     listen: hostPort.default('127.0.0.1:3128').describe('Explicit proxy listener.'),
     admin: hostPort.default('127.0.0.1:9090').describe('Admin listener: health, readiness, PAC.'),
+    metrics: z
+      .strictObject({
+        enabled: z.boolean().default(true).describe('Serve Prometheus metrics at /metrics on the admin listener.'),
+        process: z.boolean().default(true).describe('Include Node.js process metrics (CPU, memory, event-loop lag, GC).'),
+      })
+      .prefault({}),
     workers: z.union([z.number().int().min(1).max(256), z.literal('auto')]).default(1)
       .describe('Proxy processes sharing the listeners; "auto" = one per CPU core. Each is a whole proxy.'),
     policies: z.string().min(1).default('policies').describe('Directory of policy files (relative to this file).'),
@@ -134,11 +140,32 @@ export const configSchema = z
         server_key_file: z.string().min(1).optional(),
       })
       .prefault({}),
+    dashboard: z
+      .strictObject({
+        admin_groups: z.array(z.string().min(1)).default(['egress-admins'])
+          .describe('Groups (from sign-in) whose members may open the admin dashboard at /ui on the admin listener; empty = nobody.'),
+      })
+      .prefault({})
+      .describe('The admin dashboard (/ui): live traffic, top users and destinations, recent denies and DLP incidents.'),
     log: z
       .strictObject({
         level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace']).default('info'),
         redact_query: z.boolean().default(true).describe('Replace query strings in logged URLs by "?REDACTED".'),
+        stdout: z.boolean().default(true).describe('Write the log to stdout (for containers).'),
+        file: z.strictObject({
+          path: z.string().min(1).describe('Log file, relative to this file; with workers > 1 each writes its own (access.log -> access-w1.log).'),
+          rotate_bytes: z.number().int().min(0).max(2 ** 48).default(100 << 20)
+            .describe('Rotate (access.log -> access.log.1 …) before the file would pass this size; 0 = never (rotate externally, then SIGHUP).'),
+          keep: z.number().int().min(1).max(1000).default(10).describe('Rotated files kept; the oldest is deleted.'),
+        }).optional().describe('Also (or, with stdout: false, only) write the log to a file.'),
+        buffer_bytes: z.number().int().min(16_384).max(1 << 30).default(8 << 20)
+          .describe('Lines kept in memory per destination while it does not take them (a stalled stdout reader, a full disk).'),
+        when_full: z.enum(['fail_closed', 'drop']).default('fail_closed')
+          .describe('When that buffer is full: fail_closed refuses new requests (503 log_backlog) until it drains; drop keeps serving and drops lines, counted.'),
+        tamper_evident: z.boolean().default(false)
+          .describe('Chain lines: each carries "prev", the SHA-256 of the line before; check with `egress-proxy logs verify`.'),
       })
+      .refine((l) => l.stdout || l.file !== undefined, { message: 'stdout is false and no file is set: the log would go nowhere', path: ['stdout'] })
       .prefault({}),
   })
   .describe('egress-proxy start-up configuration');

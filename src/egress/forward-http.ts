@@ -67,6 +67,9 @@ export class HttpExchange implements Dispatcher.DispatchHandler {
   /** While a checked response is held: its head and the body so far. */
   private held: { status: number; message: string | undefined; headers: string[]; chunks: Buffer[]; size: number } | undefined;
   private readonly socket: Socket;
+  /** The upstream pool's key (origin, TLS server name), for the source address it dials from. */
+  private origin: string | undefined;
+  private servername: string | undefined;
   private readonly inAt: number;
   private readonly outAt: number;
 
@@ -100,6 +103,7 @@ export class HttpExchange implements Dispatcher.DispatchHandler {
   /** Refuses the request with the reason `err` carries. */
   fail(err: unknown): void {
     const reason = this.record.fail(err, this.rt.logger);
+    this.record.firstByte();
     // An unread body would otherwise be drained just to keep a connection we are refusing.
     if (!this.req.complete && hasBody(this.req)) this.res.shouldKeepAlive = false;
     const pe = err instanceof ProxyError ? err : undefined;
@@ -120,15 +124,10 @@ export class HttpExchange implements Dispatcher.DispatchHandler {
     });
     // A held (possibly rewritten) body is sent with its own length.
     if (Buffer.isBuffer(body)) headers = withLength(headers, body.length);
+    this.origin = `${tls ? 'https' : 'http'}://${ip.includes(':') ? `[${ip}]` : ip}:${target.port}`;
+    this.servername = tls && isIP(target.host) === 0 ? target.host : undefined;
     rt.upstream.dispatch(
-      {
-        origin: `${tls ? 'https' : 'http'}://${ip.includes(':') ? `[${ip}]` : ip}:${target.port}`,
-        path: target.path,
-        method: req.method!,
-        headers,
-        body,
-        servername: tls && isIP(target.host) === 0 ? target.host : undefined,
-      } as UpstreamRequest,
+      { origin: this.origin, path: target.path, method: req.method!, headers, body, servername: this.servername } as UpstreamRequest,
       this,
     );
   }
@@ -144,7 +143,11 @@ export class HttpExchange implements Dispatcher.DispatchHandler {
     statusMessage?: string,
   ): void {
     if (statusCode < 200) return; // 1xx are per hop; Expect is answered by the proxy itself.
-    this.record.status = statusCode;
+    const rec = this.record;
+    rec.status = statusCode;
+    rec.firstByte();
+    rec.egress_node = this.rt.config.node_id;
+    rec.egress_ip = this.rt.upstream.sourceAddress(this.origin!, this.servername);
     const out = downstreamHeaders(headers, this.rt.config.forwarding.via ? this.rt.via : undefined);
     if (this.responseCheck?.begin(statusCode, headers) === true) {
       this.held = { status: statusCode, message: statusMessage || undefined, headers: out, chunks: [], size: 0 };

@@ -28,7 +28,7 @@ const poolKey = (origin: string, servername: string | undefined): string => (ser
  * would keep tearing connections down. A pool is dropped once its last connection closes.
  */
 export class UpstreamPools {
-  private readonly pools = new Map<string, { pool: Pool; connected: number }>();
+  private readonly pools = new Map<string, { pool: Pool; connected: number; source: string | undefined }>();
   /**
    * Connections opened ahead of their request (see preconnect), by address, port and server
    * name: still connecting (a pool that needs it waits for it rather than dialling twice) or ready.
@@ -92,8 +92,14 @@ export class UpstreamPools {
     const key = poolKey(opts.origin, opts.servername);
     let entry = this.pools.get(key);
     if (entry === undefined) {
-      const pool = new Pool(opts.origin, { ...this.options, connect: this.connect });
-      const e = { pool, connected: 0 };
+      const e: { pool: Pool; connected: number; source: string | undefined } = { pool: undefined as unknown as Pool, connected: 0, source: undefined };
+      // The source address of the pool's connections, for the access log's egress_ip.
+      const connect: buildConnector.connector = (o, cb) => this.connect(o, (err, sock) => {
+        if (sock) e.source = sock.localAddress;
+        (cb as (err: Error | null, sock: Socket | null) => void)(err, sock);
+      });
+      const pool = new Pool(opts.origin, { ...this.options, connect });
+      e.pool = pool;
       const release = (): void => {
         if (e.connected > 0 || this.pools.get(key) !== e) return;
         this.pools.delete(key);
@@ -106,6 +112,11 @@ export class UpstreamPools {
       entry = e;
     }
     return entry.pool.dispatch(opts, handler);
+  }
+
+  /** The local address the pool for this destination connects from (undefined before its first connection). */
+  sourceAddress(origin: string, servername: string | undefined): string | undefined {
+    return this.pools.get(poolKey(origin, servername))?.source;
   }
 
   /** Closes every pool once its requests finish. */

@@ -48,6 +48,9 @@ export function openTunnel(
     client.setTimeout(limits.idle_timeout_ms);
     client.once('timeout', () => { client.destroy(); up.destroy(); });
     record.status = 200;
+    record.firstByte();
+    record.egress_node = rt.config.node_id;
+    record.egress_ip = up.localAddress;
     // Already answered when the tunnel was opened to read the ClientHello first (inspection).
     if (answer) client.write(ESTABLISHED);
     if (head.length > 0) up.write(head);

@@ -75,6 +75,9 @@ export function forwardWebSocket(
       return;
     }
     record.status = 101;
+    record.firstByte();
+    record.egress_node = rt.config.node_id;
+    record.egress_ip = up.localAddress;
     record.decision = 'allow';
     record.reason = 'allowed';
     const out = downstreamHeaders(res.headers, via);

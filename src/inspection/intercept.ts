@@ -2,7 +2,7 @@ import { isIP, type Socket } from 'node:net';
 import { TLSSocket } from 'node:tls';
 import { openTunnel } from '../egress/tunnel.js';
 import type { Target } from '../egress/target.js';
-import type { AccessRecord } from '../logging/access-record.js';
+import { listenerOf, type AccessRecord, type ListenerName } from '../logging/access-record.js';
 import { markSocket } from '../identity/authenticate.js';
 import type { Asked } from '../identity/principal.js';
 import { decide } from '../policy/decide.js';
@@ -19,6 +19,8 @@ export interface InterceptedTunnel {
   port: number;
   /** The client's own address, not the TLS wrapper's. */
   clientIp: string | undefined;
+  /** The listener the tunnel came in through. */
+  listener: ListenerName;
 }
 
 const ESTABLISHED = Buffer.from('HTTP/1.1 200 Connection established\r\n\r\n');
@@ -59,7 +61,7 @@ export function interceptTunnel(rt: ProxyRuntime, rec: AccessRecord, client: Soc
       kind: 'connect', host, port: target.port, scheme: 'https', source: client.remoteAddress, identity: asked.principal, device: asked.attributes,
     });
     // An anonymous browser awaiting sign-in is always terminated (never bypassed): inside, it is sent to sign in.
-    if (rec.signInPending) return terminate(rt, rec, client, buf, { host, port: target.port, clientIp: client.remoteAddress }, done, asked);
+    if (rec.signInPending) return terminate(rt, rec, client, buf, { host, port: target.port, clientIp: client.remoteAddress, listener: listenerOf(client) }, done, asked);
     if (d.action === 'deny') {
       rec.rule = d.rule;
       return fail(d.reason);
@@ -71,7 +73,7 @@ export function interceptTunnel(rt: ProxyRuntime, rec: AccessRecord, client: Soc
     }
     // The destination's handshake overlaps the client's: a new site's first request waits for one, not both.
     if (rt.config.inspection.preconnect && host.toLowerCase() === target.host) rt.upstream.preconnect(ip, target.port, isIP(host) === 0 ? host : undefined);
-    terminate(rt, rec, client, buf, { host, port: target.port, clientIp: client.remoteAddress }, done, asked);
+    terminate(rt, rec, client, buf, { host, port: target.port, clientIp: client.remoteAddress, listener: listenerOf(client) }, done, asked);
   };
   const onData = (d: Buffer): void => {
     buf = buf.length === 0 ? d : Buffer.concat([buf, d]);

@@ -32,6 +32,8 @@ export class LeafMinter {
   private readonly chain: string;
   /** Number of leaves minted (cache misses), for metrics and tests. */
   minted = 0;
+  /** Number of leaves served from the cache. */
+  hits = 0;
 
   constructor(private readonly ca: CertAuthority, private readonly o: MintOptions) {
     const { privateKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
@@ -50,7 +52,8 @@ export class LeafMinter {
   get(host: string): Leaf {
     const key = host.toLowerCase();
     let leaf = this.cache.get(key);
-    if (!leaf) {
+    if (leaf) this.hits++;
+    else {
       // Signing is synchronous, so callers in the same tick cannot race: the first one fills the cache.
       leaf = this.mint(key);
       this.cache.set(key, leaf);

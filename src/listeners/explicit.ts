@@ -8,7 +8,7 @@ import { interceptTunnel, kIntercepted, type InterceptedTunnel } from '../inspec
 import { forwardWebSocket } from '../egress/websocket.js';
 import { errorCode, ProxyError } from '../errors/proxy-error.js';
 import { REASONS, statusOf, type ReasonId } from '../errors/reasons.js';
-import { rejectSocket } from '../errors/reject.js';
+import { rejectRequest, rejectSocket } from '../errors/reject.js';
 import { AccessRecord, loggedUrl } from '../logging/access-record.js';
 import { authenticate, challenges, deviceOf, SESSION_HANDOFF_PATH } from '../identity/authenticate.js';
 import type { Asked, Principal } from '../identity/principal.js';
@@ -65,6 +65,10 @@ function judge(rt: ProxyRuntime, rec: AccessRecord, req: IncomingMessage, target
   rec.policy_version = d.version;
   rec.inspectWanted = d.modifiers.inspect === true;
   rec.dlpProfiles = d.modifiers.dlp;
+  // A rule may ask for query strings in clear (they are redacted by default: they often hold tokens).
+  if (d.modifiers.log_query === true && kind !== 'connect' && rt.config.log.redact_query) {
+    rec.url = loggedUrl(target.scheme, target.host, target.port, target.path, false);
+  }
   if (d.report.length > 0) rec.report = d.report.map((h) => `${h.rule}:${h.action}`).join(',');
   if (d.action === 'allow') return;
   if (asked.principal.method === 'anonymous' && rt.identity.enabled && wantsIdentity(rt, d.rule)) {
@@ -103,6 +107,7 @@ function requestUrl(req: IncomingMessage, rec: AccessRecord): string {
   if (!t) return req.url ?? '';
   rec.inspected = true;
   rec.client_ip = t.clientIp;
+  rec.listener = t.listener;
   const host = t.host.includes(':') ? `[${t.host}]` : t.host;
   const authority = t.port === 443 ? host : `${host}:${t.port}`;
   const given = req.headers.host?.toLowerCase();
@@ -119,6 +124,8 @@ function logPortalRefusal(res: ServerResponse, rec: AccessRecord): void {
 }
 
 function onRequest(rt: ProxyRuntime, req: IncomingMessage, res: ServerResponse, expectContinue: boolean): void {
+  // Refused, not logged (counted): the access log cannot take more lines (log.when_full: fail_closed).
+  if (rt.logger.refuseNew()) return rejectRequest(req, res, 'log_backlog');
   const ex = new HttpExchange(rt, req, res);
   const rec = ex.record;
   try {
@@ -175,6 +182,7 @@ async function onSocketExchange(
   rt: ProxyRuntime, kind: 'connect' | 'websocket', req: IncomingMessage, socket: Socket,
   body: (rec: AccessRecord, done: () => void) => Promise<void>,
 ): Promise<void> {
+  if (rt.logger.refuseNew()) return rejectSocket(socket, 'log_backlog', req.headers.accept);
   const rec = AccessRecord.forRequest(kind, req);
   rt.active++;
   let finished = false;
@@ -287,7 +295,13 @@ export function createExplicitServer(rt: ProxyRuntime): Server {
   let connections = 0;
   server.on('connection', (socket: Socket) => {
     connections++;
-    socket.once('close', () => connections--);
+    // Decrypted connections inside intercepted tunnels are not clients of their own.
+    const counted = (socket as Socket & { [kIntercepted]?: InterceptedTunnel })[kIntercepted] === undefined;
+    if (counted) rt.connections++;
+    socket.once('close', () => {
+      connections--;
+      if (counted) rt.connections--;
+    });
     if (connections > limits.max_connections) rejectSocket(socket, 'too_many_connections');
   });
   return server;

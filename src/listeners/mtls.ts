@@ -8,6 +8,7 @@ import { join, resolve } from 'node:path';
 import { createServer, type SecureContextOptions, type TLSSocket } from 'node:tls';
 import { parseHostPort } from '../config/fields.js';
 import { markSocket } from '../identity/authenticate.js';
+import { markListener } from '../logging/access-record.js';
 import { deviceCaFiles, ensureDeviceCa } from '../identity/device-ca.js';
 import { deviceFromCertificate, FileDeviceDirectory, type CrlFeed } from '../identity/devices.js';
 import { ANONYMOUS } from '../identity/principal.js';
@@ -182,6 +183,7 @@ export async function startDeviceListener(rt: ProxyRuntime, o: { dev: boolean })
       // Tracked from the handshake on, so a revocation ends it even before its first request.
       rt.identity.admitted.track(sock, ANONYMOUS, device);
     }
+    markListener(sock, 'devices');
     inner.emit('connection', sock);
   });
   tls.on('tlsClientError', (err: Error, sock: TLSSocket) => {

@@ -1,9 +1,25 @@
 import type { IncomingMessage } from 'node:http';
+import type { Socket } from 'node:net';
 import { ProxyError, upstreamReason } from '../errors/proxy-error.js';
 import { isDenial, type ReasonId } from '../errors/reasons.js';
 import { refusalStatus } from '../errors/reject.js';
 import type { Asked, Device, Principal } from '../identity/principal.js';
 import type { ProxyLogger } from './logger.js';
+
+/** Which listener a client came in through: the explicit proxy port, or the device (mTLS) listener. */
+export type ListenerName = 'proxy' | 'devices';
+
+const kListener = Symbol('egress.listener');
+
+/** Marks a client socket with the listener it arrived on (unmarked = the explicit proxy port). */
+export function markListener(socket: Socket, name: ListenerName): void {
+  (socket as Socket & { [kListener]?: ListenerName })[kListener] = name;
+}
+
+/** The listener a client socket arrived on. */
+export function listenerOf(socket: Socket): ListenerName {
+  return (socket as Socket & { [kListener]?: ListenerName })[kListener] ?? 'proxy';
+}
 
 /** What kind of exchange a log line describes. */
 export type ExchangeKind = 'http' | 'connect' | 'websocket' | 'client_error';
@@ -23,6 +39,7 @@ const num = (name: string, v: number | undefined): string => (v === undefined ? 
 export class AccessRecord {
   readonly start = performance.now();
   kind: ExchangeKind;
+  listener: ListenerName = 'proxy';
   client_ip: string | undefined;
   client_port: number | undefined;
   method: string | undefined;
@@ -31,7 +48,14 @@ export class AccessRecord {
   port: number | undefined;
   url: string | undefined;
   resolved_ip: string | undefined;
+  /** The node that dialled the destination, and the source address its connection left from. */
+  egress_node: string | undefined;
+  egress_ip: string | undefined;
   status = 0;
+  /** Milliseconds from the request head to the response head (or the tunnel's 200); undefined until then. */
+  ttfb_ms: number | undefined;
+  /** Set when the line is written. */
+  duration_ms = 0;
   bytes_in = 0;
   bytes_out = 0;
   decision: 'allow' | 'deny' | 'error' = 'error';
@@ -76,6 +100,11 @@ export class AccessRecord {
     this.client_port = clientPort;
   }
 
+  /** Notes that the response head (or a tunnel's 200) goes to the client now; the first call counts. */
+  firstByte(): void {
+    if (this.ttfb_ms === undefined) this.ttfb_ms = Math.round((performance.now() - this.start) * 100) / 100;
+  }
+
   /** Records why the exchange failed (reason, status, decision) and returns the reason; bugs are logged once. */
   fail(err: unknown, logger: ProxyLogger): ReasonId {
     const reason = err instanceof ProxyError ? err.reason : upstreamReason(err);
@@ -100,6 +129,7 @@ export class AccessRecord {
   /** A record for a request as it arrives: client address, method and user agent filled in. */
   static forRequest(kind: ExchangeKind, req: IncomingMessage): AccessRecord {
     const rec = new AccessRecord(kind, req.socket.remoteAddress, req.socket.remotePort);
+    rec.listener = listenerOf(req.socket);
     rec.method = req.method;
     rec.user_agent = req.headers['user-agent'];
     return rec;
@@ -108,10 +138,11 @@ export class AccessRecord {
   /** The JSON line, fields in a fixed order, undefined fields left out (as pino does). */
   serialise(prefix: string): string {
     const ms = Math.round((performance.now() - this.start) * 100) / 100;
-    return `${prefix},"kind":"${this.kind}"${str('client_ip', this.client_ip)}${num('client_port', this.client_port)}` +
+    this.duration_ms = ms;
+    return `${prefix},"kind":"${this.kind}","listener":"${this.listener}"${str('client_ip', this.client_ip)}${num('client_port', this.client_port)}` +
       `${str('method', this.method)}${str('scheme', this.scheme)}${str('host', clip(this.host, 256))}${num('port', this.port)}` +
-      `${str('url', clip(this.url, 1536))}${str('resolved_ip', this.resolved_ip)},"status":${this.status},"bytes_in":${this.bytes_in}` +
-      `,"bytes_out":${this.bytes_out},"duration_ms":${ms},"decision":"${this.decision}","reason":"${this.reason}"` +
+      `${str('url', clip(this.url, 1536))}${str('resolved_ip', this.resolved_ip)}${str('egress_node', this.egress_node)}${str('egress_ip', this.egress_ip)}` +
+      `,"status":${this.status},"bytes_in":${this.bytes_in},"bytes_out":${this.bytes_out}${num('ttfb_ms', this.ttfb_ms)},"duration_ms":${ms},"decision":"${this.decision}","reason":"${this.reason}"` +
       `${str('rule', this.rule)}${str('policy_version', this.policy_version)}${str('report', this.report)},"inspected":${this.inspected}` +
       `,"auth":"${this.auth}"${str('user', clip(this.user, 256))}${str('email', clip(this.email, 256))}${str('groups', clip(this.groups, 512))}` +
       `${str('service', clip(this.service, 256))}${str('device_id', clip(this.device_id, 256))}${str('device_trust', this.device_trust)}` +
@@ -124,7 +155,22 @@ export class AccessRecord {
     if (this.written) return;
     this.written = true;
     logger.writeAccess(this.serialise(logger.accessPrefix()));
+    const seen = observers.get(logger);
+    if (seen !== undefined) for (const fn of seen) fn(this);
   }
+}
+
+/** Something that learns of every finished exchange (metrics, the dashboard's live view). */
+export type AccessObserver = (rec: AccessRecord) => void;
+
+// Keyed by logger, so several proxies in one process (tests) keep their own observers.
+const observers = new WeakMap<ProxyLogger, AccessObserver[]>();
+
+/** Calls `fn` with every record written through `logger`, right after its line; `fn` must be cheap and never throw. */
+export function observeAccess(logger: ProxyLogger, fn: AccessObserver): void {
+  const list = observers.get(logger);
+  if (list) list.push(fn);
+  else observers.set(logger, [fn]);
 }
 
 /** The URL as logged: the query string replaced unless the config asks to keep it (it often holds tokens). */

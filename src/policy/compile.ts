@@ -11,6 +11,7 @@ import { TimeWindow, validTimeZone } from './time-window.js';
 export interface Modifiers {
   inspect?: boolean;
   dlp?: readonly string[];
+  log_query?: boolean;
   egress?: string;
   rate_limit?: string;
 }
@@ -255,6 +256,7 @@ function compileRule(
   const modifiers: Modifiers = {};
   if (r.inspect !== undefined) modifiers.inspect = r.inspect;
   if (r.dlp) modifiers.dlp = r.dlp;
+  if (r.log_query !== undefined) modifiers.log_query = r.log_query;
   if (r.egress) modifiers.egress = r.egress;
   if (r.rate_limit) modifiers.rate_limit = r.rate_limit;
   return {

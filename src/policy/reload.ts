@@ -13,6 +13,9 @@ export interface PolicyStatus {
   /** Problems of the last reload attempt that failed (the previous policy stayed in force); empty after a success. */
   errors: string[];
   last_attempt_at: string | undefined;
+  /** Reloads since start that took effect, and those that failed (for metrics). */
+  reloads: number;
+  reload_failures: number;
 }
 
 /**
@@ -27,7 +30,7 @@ export class PolicyReloader {
 
   constructor(private readonly rt: ProxyRuntime) {
     const p = rt.current.policy;
-    rt.policyStatus = { version: p.version, files: p.files, loaded_at: new Date().toISOString(), rules: p.rules.length, errors: [], last_attempt_at: undefined };
+    rt.policyStatus = { version: p.version, files: p.files, loaded_at: new Date().toISOString(), rules: p.rules.length, errors: [], last_attempt_at: undefined, reloads: 0, reload_failures: 0 };
   }
 
   private running: Promise<boolean> | undefined;
@@ -62,11 +65,12 @@ export class PolicyReloader {
       rt.current = { policy, guard: new AddressGuard([...rt.config.allow_ranges, ...policy.allowRanges]) };
       rt.policyStatus = {
         version: policy.version, files: policy.files, loaded_at: status.last_attempt_at, rules: policy.rules.length, errors: [],
-        last_attempt_at: status.last_attempt_at,
+        last_attempt_at: status.last_attempt_at, reloads: status.reloads + 1, reload_failures: status.reload_failures,
       };
       log.info({ trigger, previous, policy_version: policy.version, ms: Math.round(performance.now() - started) }, 'policy reloaded');
       return true;
     } catch (err) {
+      status.reload_failures++;
       status.errors = err instanceof FileValidationError ? err.problems.map(formatProblem) : [(err as Error).message];
       log.error({ trigger, errors: status.errors, policy_version: rt.current.policy.version }, 'policy reload failed; the last good policy stays in force');
       return false;

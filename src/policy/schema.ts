@@ -82,6 +82,8 @@ export const ruleSchema = z.strictObject({
   when: whenSchema.default({}),
   inspect: z.boolean().optional().describe('TLS interception for the match (false = bypass).'),
   dlp: z.array(name).optional().describe('DLP profiles to apply.'),
+  log_query: z.boolean().optional()
+    .describe('Log the query string of matching requests in clear (it is redacted by default: it often holds tokens).'),
   egress: z.string().min(1).optional().describe('Egress node or region for the session.'),
   rate_limit: z.string().regex(/^\d+\/(s|sec|min|h|hour)$/, { message: 'expected N/s, N/min or N/h' }).optional(),
 });

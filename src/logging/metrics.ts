@@ -1,0 +1,148 @@
+import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
+import type { AccessRecord } from './access-record.js';
+
+/** Where the gauges read their values when Prometheus scrapes (nothing is sampled between scrapes). */
+export interface MetricSources {
+  /** In-flight requests and tunnels. */
+  active(): number;
+  /** Client connections on the proxy and device listeners. */
+  connections(): number;
+  tunnels(): number;
+  /** Leaf certificates minted and served from the cache (interception on). */
+  certificates(): { minted: number; hits: number } | undefined;
+  policy(): { version: string; reloads: number; reload_failures: number; errors: readonly string[] } | undefined;
+  /** The access-log writer's state. */
+  log(): { buffered_bytes: number; dropped_lines: number; refused_requests: number; backlogged: boolean } | undefined;
+  /** This node and its reachability as egress (one node until multi-node egress exists). */
+  node: string;
+}
+
+/** Rule ids come from policy files (admin-defined, bounded); past this many, the rest share one label. */
+const MAX_RULES = 500;
+/** DLP detector names: built-ins plus custom ones from profiles. */
+const MAX_DETECTORS = 200;
+const SECONDS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300];
+const AUTH_REASON = /^(auth_required|identity_unavailable|token_|device_|signin_|signout_)/;
+
+/**
+ * The proxy's Prometheus metrics (prom-client). Labels are bounded: kinds, decisions, reason ids
+ * and rule ids, never users or hosts (those are in the access log). Per-request work is one
+ * lookup of a cached label set and a few additions; gauges are read only when scraped.
+ */
+export class ProxyMetrics {
+  readonly registry = new Registry();
+  private readonly requests: Counter<'kind' | 'decision' | 'reason' | 'rule'>;
+  private readonly requestChildren = new Map<string, Counter.Internal>();
+  private readonly rules = new Set<string>();
+  private readonly bytesUp: Counter.Internal;
+  private readonly bytesDown: Counter.Internal;
+  private readonly duration: Histogram<'kind'>;
+  private readonly ttfb: Histogram<'kind'>;
+  private readonly authFailures: Counter<'reason'>;
+  private readonly dlp: Counter<'detector' | 'action'>;
+  private readonly detectors = new Set<string>();
+
+  constructor(sources: MetricSources, o: { defaultMetrics?: boolean } = {}) {
+    const registers = [this.registry];
+    if (o.defaultMetrics !== false) collectDefaultMetrics({ register: this.registry, prefix: 'egress_proxy_' });
+    this.requests = new Counter({
+      name: 'egress_proxy_requests_total', help: 'Finished HTTP requests and tunnels, by kind, decision, reason id and rule id.',
+      labelNames: ['kind', 'decision', 'reason', 'rule'], registers,
+    });
+    const bytes = new Counter({ name: 'egress_proxy_bytes_total', help: 'Bytes relayed: up = client to destination, down = destination to client.', labelNames: ['direction'], registers });
+    this.bytesUp = bytes.labels('up');
+    this.bytesDown = bytes.labels('down');
+    this.duration = new Histogram({ name: 'egress_proxy_request_duration_seconds', help: 'From request head to the end of the exchange.', labelNames: ['kind'], buckets: SECONDS, registers });
+    this.ttfb = new Histogram({ name: 'egress_proxy_time_to_first_byte_seconds', help: 'From request head to the response head (or a tunnel\'s 200, or a refusal).', labelNames: ['kind'], buckets: SECONDS, registers });
+    this.authFailures = new Counter({ name: 'egress_proxy_auth_failures_total', help: 'Requests refused for identity: missing or bad credentials, devices, sign-in.', labelNames: ['reason'], registers });
+    this.dlp = new Counter({ name: 'egress_proxy_dlp_incidents_total', help: 'Requests with DLP findings or file-type verdicts, by detector and action.', labelNames: ['detector', 'action'], registers });
+    // With workers, the supervisor sums each gauge over the workers unless told otherwise (same policy in each: max).
+    type Agg = 'sum' | 'max' | 'min';
+    const gauge = (name: string, help: string, read: () => number | undefined, aggregator: Agg = 'sum'): void => {
+      new Gauge({ name, help, registers, aggregator, collect() { const v = read(); if (v !== undefined) this.set(v); } });
+    };
+    gauge('egress_proxy_active_requests', 'Requests and tunnels in flight.', () => sources.active());
+    gauge('egress_proxy_active_connections', 'Client connections open on the proxy and device listeners.', () => sources.connections());
+    gauge('egress_proxy_active_tunnels', 'Open CONNECT tunnels and WebSockets.', () => sources.tunnels());
+    // Totals kept elsewhere (minter, reloader, log writer) become counters when scraped.
+    const cumulative = (name: string, help: string, read: () => number | undefined, aggregator: Agg = 'sum'): void => {
+      let seen = 0;
+      new Counter({ name, help, registers, aggregator, collect() { const v = read(); if (v !== undefined && v > seen) { this.inc(v - seen); seen = v; } } });
+    };
+    cumulative('egress_proxy_certificates_minted_total', 'Interception leaf certificates minted (cache misses).', () => sources.certificates()?.minted);
+    cumulative('egress_proxy_certificate_cache_hits_total', 'Interception leaf certificates served from the cache.', () => sources.certificates()?.hits);
+    cumulative('egress_proxy_policy_reloads_total', 'Policy reloads that took effect.', () => sources.policy()?.reloads, 'max');
+    cumulative('egress_proxy_policy_reload_failures_total', 'Policy reloads that failed (the last good policy stayed in force).', () => sources.policy()?.reload_failures, 'max');
+    gauge('egress_proxy_policy_errors', 'Problems of the last failed reload (0 once a reload succeeds).', () => sources.policy()?.errors.length, 'max');
+    new Gauge({
+      name: 'egress_proxy_policy_info', help: 'The policy version in force (value 1).', labelNames: ['version'], registers, aggregator: 'max',
+      collect() { this.reset(); const v = sources.policy()?.version; if (v) this.labels(v).set(1); },
+    });
+    new Gauge({
+      name: 'egress_proxy_egress_node_up', help: 'Egress nodes this proxy can send through and whether they are up (1) or not (0).', labelNames: ['node'], registers, aggregator: 'min',
+      collect() { this.labels(sources.node).set(1); },
+    });
+    gauge('egress_proxy_log_buffered_bytes', 'Access-log bytes waiting for the log destination.', () => sources.log()?.buffered_bytes);
+    gauge('egress_proxy_log_backlogged', '1 while the log destination is too slow and new requests are refused (log.when_full: fail_closed).', () => {
+      const l = sources.log();
+      return l === undefined ? undefined : l.backlogged ? 1 : 0;
+    }, 'max');
+    cumulative('egress_proxy_logs_dropped_total', 'Access-log lines dropped (log.when_full: drop).', () => sources.log()?.dropped_lines);
+    cumulative('egress_proxy_log_refused_requests_total', 'Requests refused because the access log was backlogged (log.when_full: fail_closed).', () => sources.log()?.refused_requests);
+  }
+
+  /** Counts one finished request or tunnel (an access observer: cheap, never throws). */
+  readonly observe = (rec: AccessRecord): void => {
+    const rule = this.rule(rec.rule ?? 'none');
+    const key = `${rec.kind}\u0000${rec.decision}\u0000${rec.reason}\u0000${rule}`;
+    let c = this.requestChildren.get(key);
+    if (c === undefined) {
+      c = this.requests.labels(rec.kind, rec.decision, rec.reason, rule);
+      this.requestChildren.set(key, c);
+    }
+    c.inc();
+    if (rec.bytes_in > 0) this.bytesUp.inc(rec.bytes_in);
+    if (rec.bytes_out > 0) this.bytesDown.inc(rec.bytes_out);
+    this.duration.labels(rec.kind).observe(rec.duration_ms / 1000);
+    if (rec.ttfb_ms !== undefined) this.ttfb.labels(rec.kind).observe(rec.ttfb_ms / 1000);
+    if (rec.decision === 'deny' && AUTH_REASON.test(rec.reason)) this.authFailures.labels(rec.reason).inc();
+    if (rec.dlp !== undefined) this.countDlp(rec.dlp);
+  };
+
+  /** The exposition text for GET /metrics. */
+  text(): Promise<string> {
+    return this.registry.metrics();
+  }
+
+  private rule(id: string): string {
+    if (this.rules.has(id)) return id;
+    if (this.rules.size >= MAX_RULES) return 'other';
+    this.rules.add(id);
+    return id;
+  }
+
+  /** `dlp` is `detector:count[samples][:action]` or `file:kinds(name)[:block]`, comma-separated outside brackets. */
+  private countDlp(dlp: string): void {
+    let depth = 0;
+    let start = 0;
+    for (let i = 0; i <= dlp.length; i++) {
+      const ch = dlp[i];
+      if (ch === '[' || ch === '(') depth++;
+      else if (ch === ']' || ch === ')') depth--;
+      else if ((ch === ',' && depth === 0) || i === dlp.length) {
+        // Samples and file names (in brackets) may hold anything; only the bare fields count.
+        const item = dlp.slice(start, i).replace(/\[[^\]]*\]|\([^)]*\)/g, '');
+        start = i + 1;
+        const fields = item.split(':');
+        if (fields[0] === undefined || fields[0] === '') continue;
+        const action = fields.length > 2 ? fields[fields.length - 1]! : 'found';
+        let detector = fields[0];
+        if (!this.detectors.has(detector)) {
+          if (this.detectors.size >= MAX_DETECTORS) detector = 'other';
+          else this.detectors.add(detector);
+        }
+        this.dlp.labels(detector, action).inc();
+      }
+    }
+  }
+}
