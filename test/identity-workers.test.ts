@@ -96,4 +96,26 @@ describe('browser sign-in with --workers 2', () => {
     }
     await page.close();
   }, 60_000);
+
+  it('the dashboard shows the whole node: every worker\'s requests, merged by the supervisor', async () => {
+    const before = access().filter((x) => x.user === 'alice' && x.decision === 'allow').length;
+    expect(new Set(access().filter((x) => x.user === 'alice').map((l) => l.worker))).toEqual(new Set([1, 2]));
+    const context = await browser.newContext();
+    const page = await context.newPage();
+    await page.goto(`${portal}/ui`);
+    await page.waitForURL((u) => u.href.startsWith(`${idp.issuer}/interaction/`) || u.href === `${portal}/ui`);
+    if (page.url() !== `${portal}/ui`) {
+      await page.selectOption('#login', 'ada');
+      await Promise.all([page.waitForURL(`${portal}/ui`), page.click('#signin')]);
+    }
+    // Whichever worker serves the data, it reports both workers' traffic.
+    for (let i = 0; i < 4; i++) {
+      const data = await context.request.get(`${portal}/ui/data.json?minutes=10`);
+      expect(data.status()).toBe(200);
+      const body = (await data.json()) as { stats: { top_users: { items: Array<[string, number]> }; nodes: Array<{ pid: number }> } };
+      expect(Object.fromEntries(body.stats.top_users.items).alice).toBeGreaterThanOrEqual(before);
+      expect(new Set(body.stats.nodes.map((n) => n.pid)).size).toBe(2);
+    }
+    await context.close();
+  }, 60_000);
 });

@@ -51,6 +51,8 @@ export interface DevIdp {
 export const DEV_USERS: DevUser[] = [
   { id: 'alice', email: 'alice@example.com', name: 'Alice Example', groups: ['eng'] },
   { id: 'bob', email: 'bob@example.com', name: 'Bob Example', groups: ['finance'] },
+  // In the default dashboard.admin_groups: the sample admin who can open /ui.
+  { id: 'ada', email: 'ada@example.com', name: 'Ada Admin', groups: ['egress-admins', 'eng'] },
 ];
 
 /** A new ES256 signing key as a private JWK with a kid. */

@@ -111,6 +111,16 @@ export class Portal {
     this.origin = new URL(o.portal).origin;
   }
 
+  /** The portal's public URL, no trailing slash. */
+  get url(): string {
+    return this.o.portal;
+  }
+
+  /** The signed-in user of a request to the admin origin (its session cookie, not an address binding), if any. */
+  principal(req: IncomingMessage): Principal | undefined {
+    return this.o.store.open(readCookie(req.headers.cookie, SESSION_COOKIE));
+  }
+
   /** Serves one /auth/ request; never throws. */
   handle(req: IncomingMessage, res: ServerResponse): void {
     this.serve(req, res, this.route(req, res));

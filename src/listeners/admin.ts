@@ -1,5 +1,9 @@
-import { createServer, type Server } from 'node:http';
+import cluster from 'node:cluster';
+import { createServer, type Server, type ServerResponse } from 'node:http';
+import { clusterSnapshot } from '../logging/live-cluster.js';
+import { clusterMetricsText } from '../logging/metrics-cluster.js';
 import type { ProxyRuntime } from '../runtime.js';
+import { createDashboard } from './dashboard.js';
 import { renderPac } from './pac.js';
 
 /**
@@ -8,6 +12,8 @@ import { renderPac } from './pac.js';
  */
 export function createAdminServer(rt: ProxyRuntime): Server {
   let pac: string | undefined;
+  // With workers, the page shows the whole node: the supervisor merges every worker's view.
+  const ui = createDashboard(rt, cluster.isWorker ? { snapshot: clusterSnapshot } : {});
   return createServer({ headersTimeout: 10_000, requestTimeout: 30_000 }, (req, res) => {
     const path = (req.url ?? '/').split('?')[0];
     const send = (status: number, type: string, body: string): void => {
@@ -16,14 +22,16 @@ export function createAdminServer(rt: ProxyRuntime): Server {
     };
     // The sign-in portal lives on this origin (its own methods and cookies).
     if (path?.startsWith('/auth/') && rt.identity.portal) return rt.identity.portal.handle(req, res);
+    // The admin dashboard checks the signed-in user itself, and answers other methods with its own refusal.
+    if (path === '/ui' || path?.startsWith('/ui/')) return ui(req, res);
     if (req.method !== 'GET' && req.method !== 'HEAD') return send(405, 'text/plain', 'method not allowed\n');
     switch (path) {
       case '/healthz':
         return send(200, 'application/json', JSON.stringify({ status: 'ok', node: rt.config.node_id, pid: process.pid }) + '\n');
       case '/readyz': {
-        const ready = !rt.draining;
-        return send(ready ? 200 : 503, 'application/json',
-          JSON.stringify({ status: ready ? 'ready' : 'draining', policy_version: rt.current.policy.version, active: rt.active }) + '\n');
+        const status = rt.draining ? 'draining' : rt.logger.backlogged ? 'log_backlog' : 'ready';
+        return send(status === 'ready' ? 200 : 503, 'application/json',
+          JSON.stringify({ status, policy_version: rt.current.policy.version, active: rt.active, log: rt.logger.stats() }) + '\n');
       }
       case '/policy/status': {
         const st = rt.policyStatus;
@@ -42,6 +50,8 @@ export function createAdminServer(rt: ProxyRuntime): Server {
           : { enabled: false };
         return send(200, 'application/json', JSON.stringify(body, null, 2) + '\n');
       }
+      case '/metrics':
+        return void metrics(rt, res, req.method === 'HEAD');
       case '/proxy.pac':
       case '/wpad.dat':
         return send(200, 'application/x-ns-proxy-autoconfig', (pac ??= renderPac(rt.config, rt.listenAddress)));
@@ -49,4 +59,23 @@ export function createAdminServer(rt: ProxyRuntime): Server {
         return send(404, 'text/plain', 'not found\n');
     }
   });
+}
+
+/** Prometheus exposition: this process's registry, or every worker's through the supervisor. */
+async function metrics(rt: ProxyRuntime, res: ServerResponse, head: boolean): Promise<void> {
+  const m = rt.metrics;
+  if (!m) {
+    res.writeHead(404, { 'content-type': 'text/plain' }).end('metrics are off (metrics.enabled: false)\n');
+    return;
+  }
+  let text: string;
+  try {
+    text = cluster.isWorker ? await clusterMetricsText() : await m.text();
+  } catch (err) {
+    rt.logger.log.warn({ err: String(err) }, 'metrics could not be collected');
+    res.writeHead(503, { 'content-type': 'text/plain' }).end('metrics could not be collected; see the proxy log\n');
+    return;
+  }
+  res.writeHead(200, { 'content-type': m.registry.contentType, 'content-length': Buffer.byteLength(text), 'cache-control': 'no-store' });
+  res.end(head ? undefined : text);
 }
