@@ -43,7 +43,7 @@ export async function startOrigin(dir, { cert, key }) {
  * `policyLines` are appended to the policy file (e.g. `rules:`); `dlpFiles` are copied into the
  * policy directory's dlp/ (profiles the rules name).
  */
-export async function startProxy(dir, { cpuProfDir, workers = 1, policyLines = [], dlpFiles = [] } = {}) {
+export async function startProxy(dir, { cpuProfDir, workers = 1, policyLines = [], dlpFiles = [], log = '{level: info}', configLines = [] } = {}) {
   const port = await freePort();
   const admin = await freePort();
   const policies = join(dir, 'policies');
@@ -58,7 +58,7 @@ export async function startProxy(dir, { cpuProfDir, workers = 1, policyLines = [
   }
   const config = join(dir, 'proxy.yaml');
   writeFileSync(config, [
-    `listen: 127.0.0.1:${port}`, `admin: 127.0.0.1:${admin}`, 'node_id: bench', 'log: {level: info}',
+    `listen: 127.0.0.1:${port}`, `admin: 127.0.0.1:${admin}`, 'node_id: bench', `log: ${log}`, ...configLines,
     'limits: {max_connections: 50000, drain_timeout_ms: 1000}', `workers: ${workers}`,
     // Plain forwarding and tunnels: interception is measured by bench/interception.mjs.
     'inspection: {enabled: false}', '',
@@ -70,7 +70,7 @@ export async function startProxy(dir, { cpuProfDir, workers = 1, policyLines = [
   const child = start('node', [...prof, cli, 'start', '--config', config, '--policies', policies],
     { fdLimit: await fdLimit(), stdout: '/dev/null', stderr: join(dir, 'proxy.stderr') });
   await waitListening('127.0.0.1', port, { child });
-  return { child, port, name: 'egress-proxy' };
+  return { child, port, admin, name: 'egress-proxy' };
 }
 
 /** Version string, or undefined when squid is not installed. */

@@ -11,7 +11,7 @@ export const configSchema = z
     metrics: z
       .strictObject({
         enabled: z.boolean().default(true).describe('Serve Prometheus metrics at /metrics on the admin listener.'),
-        process: z.boolean().default(true).describe('Include Node.js process metrics (CPU, memory, event-loop lag, GC).'),
+        process: z.boolean().default(true).describe('Include Node.js process metrics (CPU, memory, open files, event-loop use and lag).'),
       })
       .prefault({}),
     workers: z.union([z.number().int().min(1).max(256), z.literal('auto')]).default(1)

@@ -1,4 +1,6 @@
-import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
+import { Counter, Gauge, Registry } from 'prom-client';
+import { processMetrics } from './process-metrics.js';
+import { CounterTally, HistogramTally } from './tallies.js';
 import type { AccessRecord } from './access-record.js';
 
 /** Where the gauges read their values when Prometheus scrapes (nothing is sampled between scrapes). */
@@ -27,35 +29,32 @@ const AUTH_REASON = /^(auth_required|identity_unavailable|token_|device_|signin_
 /**
  * The proxy's Prometheus metrics (prom-client). Labels are bounded: kinds, decisions, reason ids
  * and rule ids, never users or hosts (those are in the access log). Per-request work is one
- * lookup of a cached label set and a few additions; gauges are read only when scraped.
+ * map lookup and a few additions (tallies.ts); gauges are read only when scraped.
  */
 export class ProxyMetrics {
   readonly registry = new Registry();
-  private readonly requests: Counter<'kind' | 'decision' | 'reason' | 'rule'>;
-  private readonly requestChildren = new Map<string, Counter.Internal>();
+  private readonly requests: CounterTally;
   private readonly rules = new Set<string>();
-  private readonly bytesUp: Counter.Internal;
-  private readonly bytesDown: Counter.Internal;
-  private readonly duration: Histogram<'kind'>;
-  private readonly ttfb: Histogram<'kind'>;
-  private readonly authFailures: Counter<'reason'>;
-  private readonly dlp: Counter<'detector' | 'action'>;
+  private readonly bytesUp: { n: number };
+  private readonly bytesDown: { n: number };
+  private readonly duration: HistogramTally;
+  private readonly ttfb: HistogramTally;
+  private readonly authFailures: CounterTally;
+  private readonly dlp: CounterTally;
   private readonly detectors = new Set<string>();
 
   constructor(sources: MetricSources, o: { defaultMetrics?: boolean } = {}) {
     const registers = [this.registry];
-    if (o.defaultMetrics !== false) collectDefaultMetrics({ register: this.registry, prefix: 'egress_proxy_' });
-    this.requests = new Counter({
-      name: 'egress_proxy_requests_total', help: 'Finished HTTP requests and tunnels, by kind, decision, reason id and rule id.',
-      labelNames: ['kind', 'decision', 'reason', 'rule'], registers,
-    });
-    const bytes = new Counter({ name: 'egress_proxy_bytes_total', help: 'Bytes relayed: up = client to destination, down = destination to client.', labelNames: ['direction'], registers });
-    this.bytesUp = bytes.labels('up');
-    this.bytesDown = bytes.labels('down');
-    this.duration = new Histogram({ name: 'egress_proxy_request_duration_seconds', help: 'From request head to the end of the exchange.', labelNames: ['kind'], buckets: SECONDS, registers });
-    this.ttfb = new Histogram({ name: 'egress_proxy_time_to_first_byte_seconds', help: 'From request head to the response head (or a tunnel\'s 200, or a refusal).', labelNames: ['kind'], buckets: SECONDS, registers });
-    this.authFailures = new Counter({ name: 'egress_proxy_auth_failures_total', help: 'Requests refused for identity: missing or bad credentials, devices, sign-in.', labelNames: ['reason'], registers });
-    this.dlp = new Counter({ name: 'egress_proxy_dlp_incidents_total', help: 'Requests with DLP findings or file-type verdicts, by detector and action.', labelNames: ['detector', 'action'], registers });
+    if (o.defaultMetrics !== false) processMetrics(this.registry);
+    const reg = this.registry;
+    this.requests = new CounterTally(reg, 'egress_proxy_requests_total', 'Finished HTTP requests and tunnels, by kind, decision, reason id and rule id.', ['kind', 'decision', 'reason', 'rule']);
+    const bytes = new CounterTally(reg, 'egress_proxy_bytes_total', 'Bytes relayed: up = client to destination, down = destination to client.', ['direction']);
+    this.bytesUp = bytes.child('up', ['up']);
+    this.bytesDown = bytes.child('down', ['down']);
+    this.duration = new HistogramTally(reg, 'egress_proxy_request_duration_seconds', 'From request head to the end of the exchange.', 'kind', SECONDS);
+    this.ttfb = new HistogramTally(reg, 'egress_proxy_time_to_first_byte_seconds', 'From request head to the response head (or a tunnel\'s 200, or a refusal).', 'kind', SECONDS);
+    this.authFailures = new CounterTally(reg, 'egress_proxy_auth_failures_total', 'Requests refused for identity: missing or bad credentials, devices, sign-in.', ['reason']);
+    this.dlp = new CounterTally(reg, 'egress_proxy_dlp_incidents_total', 'Requests with DLP findings or file-type verdicts, by detector and action.', ['detector', 'action']);
     // With workers, the supervisor sums each gauge over the workers unless told otherwise (same policy in each: max).
     type Agg = 'sum' | 'max' | 'min';
     const gauge = (name: string, help: string, read: () => number | undefined, aggregator: Agg = 'sum'): void => {
@@ -94,18 +93,12 @@ export class ProxyMetrics {
   /** Counts one finished request or tunnel (an access observer: cheap, never throws). */
   readonly observe = (rec: AccessRecord): void => {
     const rule = this.rule(rec.rule ?? 'none');
-    const key = `${rec.kind}\u0000${rec.decision}\u0000${rec.reason}\u0000${rule}`;
-    let c = this.requestChildren.get(key);
-    if (c === undefined) {
-      c = this.requests.labels(rec.kind, rec.decision, rec.reason, rule);
-      this.requestChildren.set(key, c);
-    }
-    c.inc();
-    if (rec.bytes_in > 0) this.bytesUp.inc(rec.bytes_in);
-    if (rec.bytes_out > 0) this.bytesDown.inc(rec.bytes_out);
-    this.duration.labels(rec.kind).observe(rec.duration_ms / 1000);
-    if (rec.ttfb_ms !== undefined) this.ttfb.labels(rec.kind).observe(rec.ttfb_ms / 1000);
-    if (rec.decision === 'deny' && AUTH_REASON.test(rec.reason)) this.authFailures.labels(rec.reason).inc();
+    this.requests.child(`${rec.kind}\u0000${rec.decision}\u0000${rec.reason}\u0000${rule}`, [rec.kind, rec.decision, rec.reason, rule]).n++;
+    this.bytesUp.n += rec.bytes_in;
+    this.bytesDown.n += rec.bytes_out;
+    this.duration.observe(rec.kind, rec.duration_ms / 1000);
+    if (rec.ttfb_ms !== undefined) this.ttfb.observe(rec.kind, rec.ttfb_ms / 1000);
+    if (rec.decision === 'deny' && AUTH_REASON.test(rec.reason)) this.authFailures.child(rec.reason, [rec.reason]).n++;
     if (rec.dlp !== undefined) this.countDlp(rec.dlp);
   };
 
@@ -141,7 +134,7 @@ export class ProxyMetrics {
           if (this.detectors.size >= MAX_DETECTORS) detector = 'other';
           else this.detectors.add(detector);
         }
-        this.dlp.labels(detector, action).inc();
+        this.dlp.child(`${detector}\u0000${action}`, [detector, action]).n++;
       }
     }
   }

@@ -1,0 +1,118 @@
+// Cost of the access log and metrics on the request path (see docs/benchmarks.md "Logging and metrics").
+//
+// Small requests (wrk, 50 connections) through two egress-proxy processes in the same run:
+//   quiet: no access log (log.level: warn) and no metrics (metrics.enabled: false);
+//   full:  every access line written to a rotating file on disk, metrics on and scraped every second;
+// plus direct to the origin and through Squid for scale, in interleaved rounds so a noisy
+// neighbour hits all alike, in alternating order. Target: full costs at most 5% of quiet's request rate.
+//   npm run build && node bench/observability.mjs [--seconds 10] [--rounds 4]
+import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { median } from './lib/curl.mjs';
+import { cpuMs, run, sleep } from './lib/proc.mjs';
+import { fmt, ratio, targetLines } from './lib/report.mjs';
+import { makeCert, ORIGIN_HOST, squidVersion, startOrigin, startProxy, startSquid, stop } from './lib/servers.mjs';
+import { wrk } from './lib/wrk.mjs';
+
+const { values: opt } = parseArgs({ options: { seconds: { type: 'string', default: '10' }, rounds: { type: 'string', default: '4' } } });
+const SECONDS = Math.min(60, Number(opt.seconds));
+const ROUNDS = Math.min(8, Math.max(2, Number(opt.rounds)));
+const log = (msg) => console.error(`bench: ${msg}`);
+
+const dir = mkdtempSync(join(tmpdir(), 'egress-bench-obs-'));
+process.on('exit', () => rmSync(dir, { recursive: true, force: true }));
+const running = [];
+
+async function main() {
+  if ((await run('bash', ['-c', 'command -v wrk'])).code !== 0) throw new Error('wrk is needed: apt-get install wrk');
+  const cert = await makeCert(dir);
+  const origin = await startOrigin(dir, cert);
+  running.push(origin.child);
+  const sq = (await squidVersion()) ? await startSquid(dir) : undefined;
+  if (sq) running.push(sq.child);
+  else log('squid not installed: apt-get install squid-openssl (skipping its column)');
+  const url = `http://${ORIGIN_HOST}:${origin.http}/small`;
+  const CONFIGS = {
+    quiet: { log: '{level: warn}', configLines: ['metrics: {enabled: false}'] },
+    full: (d) => ({ log: `{level: info, stdout: false, file: {path: ${join(d, 'access.log')}, rotate_bytes: 67108864, keep: 2}}`, configLines: ['metrics: {enabled: true}'] }),
+  };
+  let fresh = 0;
+  /** A new process per round: which of two identical processes started first was worth up to 15% here. */
+  const startOne = async (key) => {
+    const d = join(dir, `${key}-${++fresh}`);
+    mkdirSync(d);
+    const p = await startProxy(d, typeof CONFIGS[key] === 'function' ? CONFIGS[key](d) : CONFIGS[key]);
+    running.push(p.child);
+    return { key, port: p.port, pid: p.child.pid, admin: p.admin, child: p.child, dir: d };
+  };
+
+  const runs = {};
+  let scrapes = 0;
+  let lines = 0;
+  for (let round = 1; round <= ROUNDS; round++) {
+    // Start order and run order alternate (ABBA), so neither proxy always goes first.
+    const pair = round % 2 === 1 ? [await startOne('quiet'), await startOne('full')] : [await startOne('full'), await startOne('quiet')];
+    const full = pair.find((p) => p.key === 'full');
+    // Prometheus would scrape too: once a second, bounded by the round's length.
+    let scraping = true;
+    const scraper = (async () => {
+      while (scraping && scrapes < 10_000) {
+        const r = await fetch(`http://127.0.0.1:${full.admin}/metrics`).catch(() => undefined);
+        if (r) { await r.text(); scrapes++; }
+        await sleep(1000);
+      }
+    })();
+    const list = [['direct', undefined, undefined], ['squid', sq?.port, sq?.child.pid], ...pair.map((p) => [p.key, p.port, p.pid])]
+      .filter(([k, port]) => k === 'direct' || port);
+    for (const [key, port] of list) {
+      log(`${key}: round ${round}/${ROUNDS} warm-up (2 s)`);
+      await wrk({ originUrl: url, proxyPort: port, seconds: 2, dir });
+    }
+    for (const [key, port, pid] of round % 2 === 1 ? list : [...list].reverse()) {
+      await sleep(1000);
+      log(`${key}: round ${round}/${ROUNDS} (${SECONDS} s)`);
+      const cpu0 = pid && cpuMs(pid);
+      const { raw, ...r } = await wrk({ originUrl: url, proxyPort: port, seconds: SECONDS, dir });
+      if (pid) r.cpu_us_per_req = ((cpuMs(pid) - cpu0) * 1000) / r.requests;
+      if (r.non2xx || r.socket_errors) log(`  ${key}: ${r.non2xx} non-2xx, ${r.socket_errors} socket errors\n${raw}`);
+      (runs[key] ??= []).push(r);
+    }
+    scraping = false;
+    await scraper;
+    for (const p of pair) {
+      await stop(p.child);
+      running.splice(running.indexOf(p.child), 1);
+    }
+    // The full proxy really wrote its lines: count them (the current file and its rotations).
+    for (const f of readdirSync(full.dir).filter((n) => n.startsWith('access.log'))) {
+      lines += readFileSync(join(full.dir, f), 'utf8').split('\n').filter((l) => l.includes('"type":"access"')).length;
+    }
+  }
+  for (const c of running.reverse()) await stop(c);
+
+  const m = Object.fromEntries(Object.entries(runs).map(([k, rs]) => [k, {
+    rps: median(rs.map((r) => r.rps)), p99_ms: median(rs.map((r) => r.p99_ms)), cpu_us_per_req: rs[0].cpu_us_per_req === undefined ? undefined : median(rs.map((r) => r.cpu_us_per_req)),
+    errors: rs.reduce((a, r) => a + r.non2xx + r.socket_errors, 0), rounds: rs.map((r) => Math.round(r.rps)),
+  }]));
+  const cost = 1 - ratio(m.full.rps, m.quiet.rps);
+  const cpuCost = ratio(m.full.cpu_us_per_req, m.quiet.cpu_us_per_req) - 1;
+  console.log(`\negress-proxy logging + metrics cost  ${new Date().toISOString()}  (${ROUNDS} rounds x ${SECONDS} s, median)`);
+  console.log(['', 'req/s', 'p99 ms', 'proxy CPU us/req', 'rounds req/s'].join('\t'));
+  for (const [k, v] of Object.entries(m)) console.log([k, fmt(v.rps), fmt(v.p99_ms, 2), fmt(v.cpu_us_per_req, 1), v.rounds.join(' ')].join('\t'));
+  console.log(`\nfull/quiet req/s ${fmt(ratio(m.full.rps, m.quiet.rps), 3)}; full/direct ${fmt(ratio(m.full.rps, m.direct.rps), 2)}${m.squid ? `; full/squid ${fmt(ratio(m.full.rps, m.squid.rps), 2)}` : ''}`);
+  console.log(`access lines written by full: ${lines.toLocaleString('en-US')}; /metrics scrapes: ${scrapes}`);
+  console.log(`\ntargets:\n${targetLines([
+    { name: 'log + metrics cost on req/s <= 5%', value: `${fmt(cost * 100, 1)}%`, status: cost <= 0.05 ? 'PASS' : 'MISS' },
+    { name: '(for reference) CPU per request, full vs quiet', value: `${cpuCost >= 0 ? '+' : ''}${fmt(cpuCost * 100, 1)}%`, status: 'info' },
+  ])}`);
+}
+
+try {
+  await main();
+} catch (err) {
+  console.error(`bench: failed: ${err.stack ?? err}`);
+  for (const c of running.reverse()) await stop(c).catch(() => undefined);
+  process.exitCode = 1;
+}
