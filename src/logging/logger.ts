@@ -32,6 +32,8 @@ export interface ProxyLogger {
   log: Logger;
   /** Writes one pre-serialised access-log line (see access-record.ts); a no-op above level info. */
   writeAccess(line: string): void;
+  /** False when the level is above info: access lines are neither built nor written. */
+  readonly accessEnabled: boolean;
   /** JSON prefix every access line starts with: `{"level":"info","time":"…","node":…,"type":"access"`. */
   accessPrefix(): string;
   /** True while a destination is backlogged under `when_full: fail_closed`: new requests are refused. */
@@ -142,12 +144,23 @@ export function createLogger(o: LoggerOptions): ProxyLogger {
   for (const msg of later.concat(opened.flatMap((x) => (x.notice ? [x.notice] : [])))) log.warn(msg);
   const node = o.worker === undefined ? JSON.stringify(o.nodeId) : `${JSON.stringify(o.nodeId)},"worker":${o.worker}`;
   const enabled = log.isLevelEnabled('info');
+  let prefixIso = '';
+  let prefix = '';
   return {
     log,
+    accessEnabled: enabled,
     writeAccess: (line) => {
       if (enabled) sink.write(line);
     },
-    accessPrefix: () => `{"level":"info","time":"${isoNow()}","node":${node},"type":"access"`,
+    accessPrefix: () => {
+      // Rebuilt when the millisecond changes; lines finishing in the same one share it.
+      const iso = isoNow();
+      if (iso !== prefixIso) {
+        prefixIso = iso;
+        prefix = `{"level":"info","time":"${iso}","node":${node},"type":"access"`;
+      }
+      return prefix;
+    },
     get backlogged() {
       return sink.backlogged;
     },
