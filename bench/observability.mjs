@@ -5,7 +5,7 @@
 //   full:  every access line written to a rotating file on disk, metrics on and scraped every second;
 // plus direct to the origin and through Squid for scale, in interleaved rounds so a noisy
 // neighbour hits all alike, in alternating order. Target: full costs at most 5% of quiet's request rate.
-//   npm run build && node bench/observability.mjs [--seconds 10] [--rounds 4]
+//   npm run build && node bench/observability.mjs [--seconds 10] [--rounds 4] [--log-dir DIR (default: the temp dir)]
 import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -16,7 +16,7 @@ import { fmt, ratio, targetLines } from './lib/report.mjs';
 import { makeCert, ORIGIN_HOST, squidVersion, startOrigin, startProxy, startSquid, stop } from './lib/servers.mjs';
 import { wrk } from './lib/wrk.mjs';
 
-const { values: opt } = parseArgs({ options: { seconds: { type: 'string', default: '10' }, rounds: { type: 'string', default: '4' } } });
+const { values: opt } = parseArgs({ options: { seconds: { type: 'string', default: '10' }, rounds: { type: 'string', default: '4' }, 'log-dir': { type: 'string' } } });
 const SECONDS = Math.min(60, Number(opt.seconds));
 const ROUNDS = Math.min(8, Math.max(2, Number(opt.rounds)));
 const log = (msg) => console.error(`bench: ${msg}`);
@@ -36,16 +36,17 @@ async function main() {
   const url = `http://${ORIGIN_HOST}:${origin.http}/small`;
   const CONFIGS = {
     quiet: { log: '{level: warn}', configLines: ['metrics: {enabled: false}'] },
-    full: (d) => ({ log: `{level: info, stdout: false, file: {path: ${join(d, 'access.log')}, rotate_bytes: 67108864, keep: 2}}`, configLines: ['metrics: {enabled: true}'] }),
+    full: (logDir) => ({ log: `{level: info, stdout: false, file: {path: ${join(logDir, 'access.log')}, rotate_bytes: 67108864, keep: 2}}`, configLines: ['metrics: {enabled: true}'] }),
   };
   let fresh = 0;
   /** A new process per round: which of two identical processes started first was worth up to 15% here. */
   const startOne = async (key) => {
     const d = join(dir, `${key}-${++fresh}`);
     mkdirSync(d);
-    const p = await startProxy(d, typeof CONFIGS[key] === 'function' ? CONFIGS[key](d) : CONFIGS[key]);
+    const logDir = key === 'full' && opt['log-dir'] ? mkdtempSync(join(opt['log-dir'], 'egress-obs-')) : d;
+    const p = await startProxy(d, typeof CONFIGS[key] === 'function' ? CONFIGS[key](logDir) : CONFIGS[key]);
     running.push(p.child);
-    return { key, port: p.port, pid: p.child.pid, admin: p.admin, child: p.child, dir: d };
+    return { key, port: p.port, pid: p.child.pid, admin: p.admin, child: p.child, logDir };
   };
 
   const runs = {};
@@ -86,9 +87,10 @@ async function main() {
       running.splice(running.indexOf(p.child), 1);
     }
     // The full proxy really wrote its lines: count them (the current file and its rotations).
-    for (const f of readdirSync(full.dir).filter((n) => n.startsWith('access.log'))) {
-      lines += readFileSync(join(full.dir, f), 'utf8').split('\n').filter((l) => l.includes('"type":"access"')).length;
+    for (const f of readdirSync(full.logDir).filter((n) => n.startsWith('access.log'))) {
+      lines += readFileSync(join(full.logDir, f), 'utf8').split('\n').filter((l) => l.includes('"type":"access"')).length;
     }
+    if (opt['log-dir']) rmSync(full.logDir, { recursive: true, force: true });
   }
   for (const c of running.reverse()) await stop(c);
 

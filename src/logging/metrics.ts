@@ -49,8 +49,8 @@ export class ProxyMetrics {
     const reg = this.registry;
     this.requests = new CounterTally(reg, 'egress_proxy_requests_total', 'Finished HTTP requests and tunnels, by kind, decision, reason id and rule id.', ['kind', 'decision', 'reason', 'rule']);
     const bytes = new CounterTally(reg, 'egress_proxy_bytes_total', 'Bytes relayed: up = client to destination, down = destination to client.', ['direction']);
-    this.bytesUp = bytes.child('up', ['up']);
-    this.bytesDown = bytes.child('down', ['down']);
+    this.bytesUp = bytes.child('up');
+    this.bytesDown = bytes.child('down');
     this.duration = new HistogramTally(reg, 'egress_proxy_request_duration_seconds', 'From request head to the end of the exchange.', 'kind', SECONDS);
     this.ttfb = new HistogramTally(reg, 'egress_proxy_time_to_first_byte_seconds', 'From request head to the response head (or a tunnel\'s 200, or a refusal).', 'kind', SECONDS);
     this.authFailures = new CounterTally(reg, 'egress_proxy_auth_failures_total', 'Requests refused for identity: missing or bad credentials, devices, sign-in.', ['reason']);
@@ -93,12 +93,12 @@ export class ProxyMetrics {
   /** Counts one finished request or tunnel (an access observer: cheap, never throws). */
   readonly observe = (rec: AccessRecord): void => {
     const rule = this.rule(rec.rule ?? 'none');
-    this.requests.child(`${rec.kind}\u0000${rec.decision}\u0000${rec.reason}\u0000${rule}`, [rec.kind, rec.decision, rec.reason, rule]).n++;
+    this.requests.child(rec.kind, rec.decision, rec.reason, rule).n++;
     this.bytesUp.n += rec.bytes_in;
     this.bytesDown.n += rec.bytes_out;
     this.duration.observe(rec.kind, rec.duration_ms / 1000);
     if (rec.ttfb_ms !== undefined) this.ttfb.observe(rec.kind, rec.ttfb_ms / 1000);
-    if (rec.decision === 'deny' && AUTH_REASON.test(rec.reason)) this.authFailures.child(rec.reason, [rec.reason]).n++;
+    if (rec.decision === 'deny' && AUTH_REASON.test(rec.reason)) this.authFailures.child(rec.reason).n++;
     if (rec.dlp !== undefined) this.countDlp(rec.dlp);
   };
 
@@ -134,7 +134,7 @@ export class ProxyMetrics {
           if (this.detectors.size >= MAX_DETECTORS) detector = 'other';
           else this.detectors.add(detector);
         }
-        this.dlp.child(`${detector}\u0000${action}`, [detector, action]).n++;
+        this.dlp.child(detector, action).n++;
       }
     }
   }

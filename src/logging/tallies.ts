@@ -15,30 +15,45 @@ function register(registry: Registry, m: Exposed): void {
   registry.registerMetric(m as unknown as Metric);
 }
 
-/** A counter keyed by a label set chosen by the caller; `child(...)` is looked up once per label set, then `n++`. */
+type Tally = { labels: Record<string, string>; n: number };
+type Level = Map<string, Level | Tally>;
+
+/** A counter per label set; `child(...)` walks one small map per label (no key string built), then `n++`. */
 export class CounterTally {
-  private readonly children = new Map<string, { labels: Record<string, string>; n: number }>();
+  private readonly root: Level = new Map();
+  private readonly all: Tally[] = [];
 
   constructor(registry: Registry, name: string, help: string, private readonly labelNames: readonly string[]) {
     register(registry, {
       name, help, type: 'counter', aggregator: 'sum',
-      get: () => Promise.resolve({
-        name, help, type: 'counter', aggregator: 'sum',
-        values: [...this.children.values()].map((c) => ({ value: c.n, labels: c.labels })),
-      }),
+      get: () => Promise.resolve({ name, help, type: 'counter', aggregator: 'sum', values: this.all.map((c) => ({ value: c.n, labels: c.labels })) }),
     });
   }
 
-  /** The tally for one label set (values in labelNames order), created at first use. */
-  child(key: string, values: readonly string[]): { n: number } {
-    let c = this.children.get(key);
-    if (c === undefined) {
+  /** The tally for one label set (values in labelNames order, as many as there are labels), created at first use. */
+  child(a: string, b?: string, c?: string, d?: string): { n: number } {
+    const last = this.labelNames.length - 1;
+    let level = this.root;
+    for (let i = 0; i < last; i++) {
+      const v = i === 0 ? a : i === 1 ? b! : c!;
+      let next = level.get(v) as Level | undefined;
+      if (next === undefined) {
+        next = new Map();
+        level.set(v, next);
+      }
+      level = next;
+    }
+    const v = last === 0 ? a : last === 1 ? b! : last === 2 ? c! : d!;
+    let t = level.get(v) as Tally | undefined;
+    if (t === undefined) {
+      const values = [a, b, c, d];
       const labels: Record<string, string> = {};
       this.labelNames.forEach((l, i) => { labels[l] = values[i]!; });
-      c = { labels, n: 0 };
-      this.children.set(key, c);
+      t = { labels, n: 0 };
+      level.set(v, t);
+      this.all.push(t);
     }
-    return c;
+    return t;
   }
 }
 
