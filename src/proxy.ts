@@ -190,6 +190,9 @@ export async function startProxy(config: LoadedConfig, logger?: ProxyLogger, opt
       lg.log.info('stopped');
       // Every line out before exit, however slow the reader; bounded so a dead one cannot hold the exit.
       await lg.flushed(5_000);
+      // Never silently: a destination still stalled at exit loses what it did not take.
+      const left = lg.stats().buffered_bytes;
+      if (left > 0) process.stderr.write(`egress-proxy: ALERT ${left} bytes of log lines could not be written before exit (the log destination stalled)\n`);
     })());
   return { runtime: rt, proxyAddress, adminAddress, deviceAddress: devices?.address, identity, drain, reload: () => reloader.reload('SIGHUP') };
 }

@@ -131,6 +131,23 @@ describe('stdout to a pipe whose reader stalls', () => {
     }
   }, 60_000);
 
+  it('SIGTERM with a reader that never comes back: exits in bounded time and says what was not written', async () => {
+    const p = await startCli(['--config', writeSetup({ log: { buffer_bytes: 65_536 }, limits: { drain_timeout_ms: 500 } })]);
+    const c = client(p, 'gone');
+    try {
+      p.child.stdout!.pause();
+      await sendUntil(c, (batch) => batch.some(([, , r]) => r === 'log_backlog'));
+      const started = Date.now();
+      p.child.kill('SIGTERM');
+      expect(await p.exited).toBe(0);
+      expect(Date.now() - started).toBeLessThan(15_000);
+      expect(p.stderr(), p.stderr()).toMatch(/ALERT \d+ bytes of log lines could not be written before exit/);
+    } finally {
+      await c.close();
+      p.child.kill('SIGKILL');
+    }
+  }, 60_000);
+
   it('drop: keeps serving, drops lines that do not fit, and says how many', async () => {
     const p = await startCli(['--config', writeSetup({ log: { buffer_bytes: 65_536, when_full: 'drop' } })]);
     const c = client(p, 'dr');
