@@ -5,9 +5,9 @@
 //   full:  every access line written to a rotating file on disk, metrics on and scraped every second;
 // plus direct to the origin and through Squid for scale, in interleaved rounds so a noisy
 // neighbour hits all alike, in alternating order. Target: full costs at most 5% of quiet's request rate.
-//   npm run build && node bench/observability.mjs [--seconds 10] [--rounds 4] [--log-dir DIR (default: the temp dir)]
+//   npm run build && node bench/observability.mjs [--seconds 10] [--rounds 4] [--log-dir DIR (default: the temp dir)] [--no-pin]
 import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { median } from './lib/curl.mjs';
@@ -16,7 +16,7 @@ import { fmt, ratio, targetLines } from './lib/report.mjs';
 import { makeCert, ORIGIN_HOST, squidVersion, startOrigin, startProxy, startSquid, stop } from './lib/servers.mjs';
 import { wrk } from './lib/wrk.mjs';
 
-const { values: opt } = parseArgs({ options: { seconds: { type: 'string', default: '10' }, rounds: { type: 'string', default: '4' }, 'log-dir': { type: 'string' } } });
+const { values: opt } = parseArgs({ options: { seconds: { type: 'string', default: '10' }, rounds: { type: 'string', default: '4' }, 'log-dir': { type: 'string' }, pin: { type: 'boolean', default: true } }, allowNegative: true });
 const SECONDS = Math.min(60, Number(opt.seconds));
 const ROUNDS = Math.min(8, Math.max(2, Number(opt.rounds)));
 const log = (msg) => console.error(`bench: ${msg}`);
@@ -25,13 +25,23 @@ const dir = mkdtempSync(join(tmpdir(), 'egress-bench-obs-'));
 process.on('exit', () => rmSync(dir, { recursive: true, force: true }));
 const running = [];
 
+/** Pins a process (all its threads) to CPU `cpu`; false when taskset is missing or fails. */
+async function pin(pid, cpu) {
+  return (await run('taskset', ['-apc', String(cpu), String(pid)])).code === 0;
+}
+
 async function main() {
   if ((await run('bash', ['-c', 'command -v wrk'])).code !== 0) throw new Error('wrk is needed: apt-get install wrk');
+  // The proxy under test gets a core of its own; this process, and so wrk and the origin it starts,
+  // the other. Unpinned, two identical proxies differed by up to 15% here; pinned, by 3%.
+  const pinned = opt.pin && cpus().length >= 2 && (await pin(process.pid, 0));
+  if (!pinned) log('not pinning processes to cores (--no-pin, one core, or no taskset): expect more noise');
   const cert = await makeCert(dir);
   const origin = await startOrigin(dir, cert);
   running.push(origin.child);
   const sq = (await squidVersion()) ? await startSquid(dir) : undefined;
   if (sq) running.push(sq.child);
+  if (sq && pinned) await pin(sq.child.pid, 1);
   else log('squid not installed: apt-get install squid-openssl (skipping its column)');
   const url = `http://${ORIGIN_HOST}:${origin.http}/small`;
   const CONFIGS = {
@@ -46,6 +56,7 @@ async function main() {
     const logDir = key === 'full' && opt['log-dir'] ? mkdtempSync(join(opt['log-dir'], 'egress-obs-')) : d;
     const p = await startProxy(d, typeof CONFIGS[key] === 'function' ? CONFIGS[key](logDir) : CONFIGS[key]);
     running.push(p.child);
+    if (pinned) await pin(p.child.pid, 1);
     return { key, port: p.port, pid: p.child.pid, admin: p.admin, child: p.child, logDir };
   };
 
