@@ -5,7 +5,7 @@ import { ProxyError, upstreamReason } from '../errors/proxy-error.js';
 import { rejectRequest } from '../errors/reject.js';
 import { AccessRecord } from '../logging/access-record.js';
 import type { Target } from './target.js';
-import type { UpstreamRequest } from './pools.js';
+import type { PoolInfo, UpstreamRequest } from './pools.js';
 import type { ProxyRuntime } from '../runtime.js';
 import { downstreamHeaders, hasBody, upstreamHeaders } from './headers.js';
 
@@ -67,9 +67,8 @@ export class HttpExchange implements Dispatcher.DispatchHandler {
   /** While a checked response is held: its head and the body so far. */
   private held: { status: number; message: string | undefined; headers: string[]; chunks: Buffer[]; size: number } | undefined;
   private readonly socket: Socket;
-  /** The upstream pool's key (origin, TLS server name), for the source address it dials from. */
-  private origin: string | undefined;
-  private servername: string | undefined;
+  /** The upstream pool carrying the request (for the source address it dials from). */
+  private pool: PoolInfo | undefined;
   private readonly inAt: number;
   private readonly outAt: number;
 
@@ -124,10 +123,15 @@ export class HttpExchange implements Dispatcher.DispatchHandler {
     });
     // A held (possibly rewritten) body is sent with its own length.
     if (Buffer.isBuffer(body)) headers = withLength(headers, body.length);
-    this.origin = `${tls ? 'https' : 'http'}://${ip.includes(':') ? `[${ip}]` : ip}:${target.port}`;
-    this.servername = tls && isIP(target.host) === 0 ? target.host : undefined;
-    rt.upstream.dispatch(
-      { origin: this.origin, path: target.path, method: req.method!, headers, body, servername: this.servername } as UpstreamRequest,
+    this.pool = rt.upstream.dispatch(
+      {
+        origin: `${tls ? 'https' : 'http'}://${ip.includes(':') ? `[${ip}]` : ip}:${target.port}`,
+        path: target.path,
+        method: req.method!,
+        headers,
+        body,
+        servername: tls && isIP(target.host) === 0 ? target.host : undefined,
+      } as UpstreamRequest,
       this,
     );
   }
@@ -147,7 +151,7 @@ export class HttpExchange implements Dispatcher.DispatchHandler {
     rec.status = statusCode;
     rec.firstByte();
     rec.egress_node = this.rt.config.node_id;
-    rec.egress_ip = this.rt.upstream.sourceAddress(this.origin!, this.servername);
+    rec.egress_ip = this.pool?.source;
     const out = downstreamHeaders(headers, this.rt.config.forwarding.via ? this.rt.via : undefined);
     if (this.responseCheck?.begin(statusCode, headers) === true) {
       this.held = { status: statusCode, message: statusMessage || undefined, headers: out, chunks: [], size: 0 };

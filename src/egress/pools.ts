@@ -13,6 +13,18 @@ export type PoolOptions = Pool.Options;
 /** One request for a pool: undici's options with the origin as a string and the TLS server name. */
 export type UpstreamRequest = Dispatcher.DispatchOptions & { origin: string; servername?: string | undefined };
 
+/** What a request learns of the pool that carries it. */
+export interface PoolInfo {
+  /** The local address its connections leave from (undefined before the first one), for the access log's egress_ip. */
+  readonly source: string | undefined;
+}
+
+interface PoolEntry extends PoolInfo {
+  pool: Pool;
+  connected: number;
+  source: string | undefined;
+}
+
 /** A connection opened ahead: `sock` once connected; `taker` when a pool claimed it first. */
 interface Warm {
   sock?: Socket;
@@ -28,7 +40,7 @@ const poolKey = (origin: string, servername: string | undefined): string => (ser
  * would keep tearing connections down. A pool is dropped once its last connection closes.
  */
 export class UpstreamPools {
-  private readonly pools = new Map<string, { pool: Pool; connected: number; source: string | undefined }>();
+  private readonly pools = new Map<string, PoolEntry>();
   /**
    * Connections opened ahead of their request (see preconnect), by address, port and server
    * name: still connecting (a pool that needs it waits for it rather than dialling twice) or ready.
@@ -87,19 +99,18 @@ export class UpstreamPools {
     });
   }
 
-  /** Sends one request on a pooled connection to `opts.origin` speaking to `opts.servername`. */
-  dispatch(opts: UpstreamRequest, handler: Dispatcher.DispatchHandler): boolean {
+  /** Sends one request on a pooled connection to `opts.origin` speaking to `opts.servername`; returns that pool. */
+  dispatch(opts: UpstreamRequest, handler: Dispatcher.DispatchHandler): PoolInfo {
     const key = poolKey(opts.origin, opts.servername);
     let entry = this.pools.get(key);
     if (entry === undefined) {
-      const e: { pool: Pool; connected: number; source: string | undefined } = { pool: undefined as unknown as Pool, connected: 0, source: undefined };
       // The source address of the pool's connections, for the access log's egress_ip.
       const connect: buildConnector.connector = (o, cb) => this.connect(o, (err, sock) => {
         if (sock) e.source = sock.localAddress;
         (cb as (err: Error | null, sock: Socket | null) => void)(err, sock);
       });
       const pool = new Pool(opts.origin, { ...this.options, connect });
-      e.pool = pool;
+      const e: PoolEntry = { pool, connected: 0, source: undefined };
       const release = (): void => {
         if (e.connected > 0 || this.pools.get(key) !== e) return;
         this.pools.delete(key);
@@ -111,12 +122,8 @@ export class UpstreamPools {
       this.pools.set(key, e);
       entry = e;
     }
-    return entry.pool.dispatch(opts, handler);
-  }
-
-  /** The local address the pool for this destination connects from (undefined before its first connection). */
-  sourceAddress(origin: string, servername: string | undefined): string | undefined {
-    return this.pools.get(poolKey(origin, servername))?.source;
+    entry.pool.dispatch(opts, handler);
+    return entry;
   }
 
   /** Closes every pool once its requests finish. */

@@ -63,8 +63,9 @@ export class AccessRecord {
   status = 0;
   /** Milliseconds from the request head to the response head (or the tunnel's 200); undefined until then. */
   ttfb_ms: number | undefined;
-  /** Set when the line is written. */
+  /** Set when the exchange is finished (its line written). */
   duration_ms = 0;
+  private elapsed: number | undefined;
   bytes_in = 0;
   bytes_out = 0;
   decision: 'allow' | 'deny' | 'error' = 'error';
@@ -146,8 +147,7 @@ export class AccessRecord {
 
   /** The JSON line, fields in a fixed order, undefined fields left out (as pino does). */
   serialise(prefix: string): string {
-    const ms = performance.now() - this.start;
-    this.duration_ms = Math.round(ms * 100) / 100;
+    const ms = this.finish();
     return `${prefix},"kind":"${this.kind}","listener":"${this.listener}"${own('client_ip', this.client_ip)}${num('client_port', this.client_port)}` +
       `${own('method', this.method)}${own('scheme', this.scheme)}${str('host', clip(this.host, 256))}${num('port', this.port)}` +
       `${str('url', clip(this.url, 1536))}${own('resolved_ip', this.resolved_ip)}${own('egress_node', this.egress_node)}${own('egress_ip', this.egress_ip)}` +
@@ -159,12 +159,21 @@ export class AccessRecord {
       `${str('user_agent', clip(this.user_agent, 256))}}\n`;
   }
 
+  /** Fixes the exchange's duration (once) and returns it in milliseconds, unrounded. */
+  private finish(): number {
+    if (this.elapsed === undefined) {
+      this.elapsed = performance.now() - this.start;
+      this.duration_ms = Math.round(this.elapsed * 100) / 100;
+    }
+    return this.elapsed;
+  }
+
   /** Writes the line, once; later calls are ignored so every exit path may call it. */
   write(logger: ProxyLogger): void {
     if (this.written) return;
     this.written = true;
     if (logger.accessEnabled) logger.writeAccess(this.serialise(logger.accessPrefix()));
-    else this.duration_ms = Math.round((performance.now() - this.start) * 100) / 100;
+    else this.finish();
     const seen = observers.get(logger);
     if (seen !== undefined) for (const fn of seen) fn(this);
   }

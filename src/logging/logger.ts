@@ -68,18 +68,6 @@ export function loggerOptions(config: LoadedConfig, worker: number | undefined):
   };
 }
 
-let lastMs = 0;
-let lastIso = '';
-/** ISO time, formatted at most once per millisecond (many lines share one). */
-function isoNow(): string {
-  const now = Date.now();
-  if (now !== lastMs) {
-    lastMs = now;
-    lastIso = new Date(now).toISOString();
-  }
-  return lastIso;
-}
-
 function outputs(o: LoggerOptions, problem: (msg: string) => void): Opened[] {
   const chain = o.tamper_evident === true;
   const file = (path: string, rotateBytes: number, keep: number): Opened => ({ output: new FileOutput({ path, rotateBytes, keep, chain }, problem) });
@@ -144,7 +132,7 @@ export function createLogger(o: LoggerOptions): ProxyLogger {
   for (const msg of later.concat(opened.flatMap((x) => (x.notice ? [x.notice] : [])))) log.warn(msg);
   const node = o.worker === undefined ? JSON.stringify(o.nodeId) : `${JSON.stringify(o.nodeId)},"worker":${o.worker}`;
   const enabled = log.isLevelEnabled('info');
-  let prefixIso = '';
+  let prefixMs = -1;
   let prefix = '';
   return {
     log,
@@ -154,10 +142,10 @@ export function createLogger(o: LoggerOptions): ProxyLogger {
     },
     accessPrefix: () => {
       // Rebuilt when the millisecond changes; lines finishing in the same one share it.
-      const iso = isoNow();
-      if (iso !== prefixIso) {
-        prefixIso = iso;
-        prefix = `{"level":"info","time":"${iso}","node":${node},"type":"access"`;
+      const now = Date.now();
+      if (now !== prefixMs) {
+        prefixMs = now;
+        prefix = `{"level":"info","time":"${new Date(now).toISOString()}","node":${node},"type":"access"`;
       }
       return prefix;
     },

@@ -1,6 +1,6 @@
-import { Counter, Gauge, Registry } from 'prom-client';
+import { Gauge, Registry } from 'prom-client';
 import { processMetrics } from './process-metrics.js';
-import { CounterTally, HistogramTally } from './tallies.js';
+import { CounterTally, HistogramTally, scrapedCounter, scrapedGauge, type Aggregation } from './tallies.js';
 import type { AccessRecord } from './access-record.js';
 
 /** Where the gauges read their values when Prometheus scrapes (nothing is sampled between scrapes). */
@@ -24,6 +24,14 @@ const MAX_RULES = 500;
 /** DLP detector names: built-ins plus custom ones from profiles. */
 const MAX_DETECTORS = 200;
 const SECONDS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300];
+/** `v` as a label value, or 'other' once `seen` holds `max` distinct values (bounded cardinality). */
+function bounded(seen: Set<string>, max: number, v: string): string {
+  if (seen.has(v)) return v;
+  if (seen.size >= max) return 'other';
+  seen.add(v);
+  return v;
+}
+
 const AUTH_REASON = /^(auth_required|identity_unavailable|token_|device_|signin_|signout_)/;
 
 /**
@@ -55,19 +63,12 @@ export class ProxyMetrics {
     this.ttfb = new HistogramTally(reg, 'egress_proxy_time_to_first_byte_seconds', 'From request head to the response head (or a tunnel\'s 200, or a refusal).', 'kind', SECONDS);
     this.authFailures = new CounterTally(reg, 'egress_proxy_auth_failures_total', 'Requests refused for identity: missing or bad credentials, devices, sign-in.', ['reason']);
     this.dlp = new CounterTally(reg, 'egress_proxy_dlp_incidents_total', 'Requests with DLP findings or file-type verdicts, by detector and action.', ['detector', 'action']);
-    // With workers, the supervisor sums each gauge over the workers unless told otherwise (same policy in each: max).
-    type Agg = 'sum' | 'max' | 'min';
-    const gauge = (name: string, help: string, read: () => number | undefined, aggregator: Agg = 'sum'): void => {
-      new Gauge({ name, help, registers, aggregator, collect() { const v = read(); if (v !== undefined) this.set(v); } });
-    };
+    // With workers, the supervisor sums each series over the workers unless told otherwise (same policy in each: max).
+    const gauge = (name: string, help: string, read: () => number | undefined, agg?: Aggregation): void => scrapedGauge(reg, name, help, read, agg);
+    const cumulative = (name: string, help: string, read: () => number | undefined, agg?: Aggregation): void => scrapedCounter(reg, name, help, read, agg);
     gauge('egress_proxy_active_requests', 'Requests and tunnels in flight.', () => sources.active());
     gauge('egress_proxy_active_connections', 'Client connections open on the proxy and device listeners.', () => sources.connections());
     gauge('egress_proxy_active_tunnels', 'Open CONNECT tunnels and WebSockets.', () => sources.tunnels());
-    // Totals kept elsewhere (minter, reloader, log writer) become counters when scraped.
-    const cumulative = (name: string, help: string, read: () => number | undefined, aggregator: Agg = 'sum'): void => {
-      let seen = 0;
-      new Counter({ name, help, registers, aggregator, collect() { const v = read(); if (v !== undefined && v > seen) { this.inc(v - seen); seen = v; } } });
-    };
     cumulative('egress_proxy_certificates_minted_total', 'Interception leaf certificates minted (cache misses).', () => sources.certificates()?.minted);
     cumulative('egress_proxy_certificate_cache_hits_total', 'Interception leaf certificates served from the cache.', () => sources.certificates()?.hits);
     cumulative('egress_proxy_policy_reloads_total', 'Policy reloads that took effect.', () => sources.policy()?.reloads, 'max');
@@ -92,7 +93,7 @@ export class ProxyMetrics {
 
   /** Counts one finished request or tunnel (an access observer: cheap, never throws). */
   readonly observe = (rec: AccessRecord): void => {
-    const rule = this.rule(rec.rule ?? 'none');
+    const rule = bounded(this.rules, MAX_RULES, rec.rule ?? 'none');
     this.requests.child(rec.kind, rec.decision, rec.reason, rule).n++;
     this.bytesUp.n += rec.bytes_in;
     this.bytesDown.n += rec.bytes_out;
@@ -107,12 +108,6 @@ export class ProxyMetrics {
     return this.registry.metrics();
   }
 
-  private rule(id: string): string {
-    if (this.rules.has(id)) return id;
-    if (this.rules.size >= MAX_RULES) return 'other';
-    this.rules.add(id);
-    return id;
-  }
 
   /** `dlp` is `detector:count[samples][:action]` or `file:kinds(name)[:block]`, comma-separated outside brackets. */
   private countDlp(dlp: string): void {
@@ -129,12 +124,7 @@ export class ProxyMetrics {
         const fields = item.split(':');
         if (fields[0] === undefined || fields[0] === '') continue;
         const action = fields.length > 2 ? fields[fields.length - 1]! : 'found';
-        let detector = fields[0];
-        if (!this.detectors.has(detector)) {
-          if (this.detectors.size >= MAX_DETECTORS) detector = 'other';
-          else this.detectors.add(detector);
-        }
-        this.dlp.child(detector, action).n++;
+        this.dlp.child(bounded(this.detectors, MAX_DETECTORS, fields[0]), action).n++;
       }
     }
   }

@@ -1,4 +1,4 @@
-import type { Metric, Registry } from 'prom-client';
+import { Counter, Gauge, type Metric, type Registry } from 'prom-client';
 
 // prom-client's own Counter and Histogram hash their label object on every call (~1 µs each,
 // measured with bench/observability.mjs); per-request metrics are instead tallied in plain
@@ -98,4 +98,27 @@ export class HistogramTally {
       }
     }
   }
+}
+
+/** How the supervisor combines one series over its workers: summed unless every worker holds the same figure. */
+export type Aggregation = 'sum' | 'max' | 'min';
+
+/** A gauge that reads its value only when scraped (undefined: no sample). */
+export function scrapedGauge(registry: Registry, name: string, help: string, read: () => number | undefined, aggregator: Aggregation = 'sum'): void {
+  new Gauge({ name, help, registers: [registry], aggregator, collect() { const v = read(); if (v !== undefined) this.set(v); } });
+}
+
+/** A counter for a running total kept elsewhere (minter, reloader, log writer, the process), brought up to date when scraped. */
+export function scrapedCounter(registry: Registry, name: string, help: string, read: () => number | undefined, aggregator: Aggregation = 'sum'): void {
+  let seen = 0;
+  new Counter({
+    name, help, registers: [registry], aggregator,
+    collect() {
+      const v = read();
+      if (v !== undefined && v > seen) {
+        this.inc(v - seen);
+        seen = v;
+      }
+    },
+  });
 }
