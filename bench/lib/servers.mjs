@@ -1,5 +1,5 @@
 // Starting and stopping the three things under test: the origin, egress-proxy and Squid.
-import { chmodSync, copyFileSync, existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { chmodSync, copyFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { basename, join, resolve } from 'node:path';
 import { collectMessages, freePort, nextMessage, run, start, stop, waitListening } from './proc.mjs';
 
@@ -69,7 +69,13 @@ export async function startProxy(dir, { cpuProfDir, workers = 1, policyLines = [
   // Access log (one JSON line per request) goes to /dev/null: a terminal or pipe would be the bottleneck.
   const child = start('node', [...prof, cli, 'start', '--config', config, '--policies', policies],
     { fdLimit: await fdLimit(), stdout: '/dev/null', stderr: join(dir, 'proxy.stderr') });
-  await waitListening('127.0.0.1', port, { child });
+  try {
+    await waitListening('127.0.0.1', port, { child });
+  } catch (err) {
+    let said = '';
+    try { said = readFileSync(join(dir, 'proxy.stderr'), 'utf8').slice(-2000); } catch { /* nothing written */ }
+    throw new Error(`${err.message}${said ? `; its stderr:\n${said}` : ''}`);
+  }
   return { child, port, admin, name: 'egress-proxy' };
 }
 
