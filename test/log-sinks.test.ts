@@ -310,6 +310,48 @@ describe('a FIFO destination (in process)', () => {
     lg.close();
     reader.destroy();
   });
+
+  it('lines longer than a pipe block, and lines of many-byte characters, arrive whole and in order through a stall', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'egress-fifo-'));
+    const fifo = join(dir, 'log.fifo');
+    expect((await run('mkfifo', [fifo])).code).toBe(0);
+    const lg = createLogger({ level: 'info', nodeId: 'fifo', stdout: false, file: { path: fifo }, buffer_bytes: 1 << 20 });
+    const sent = 400;
+    // Every 7th line is bigger than a 4 KiB pipe block (6,000 bytes in 3,000 characters) and goes as a block of its own.
+    const pad = (n: number): string => (n % 7 === 0 ? 'é'.repeat(3000) : n % 3 === 0 ? '日'.repeat(400) : 'x'.repeat(200));
+    for (let n = 0; n < sent; n++) lg.writeAccess(`${lg.accessPrefix()},"n":${n},"pad":"${pad(n)}"}\n`);
+    // More than the pipe holds: the rest waits.
+    expect(lg.stats().written_lines).toBeLessThan(sent);
+    let got = '';
+    const reader = createReadStream(fifo, { encoding: 'utf8' });
+    reader.on('data', (d) => { got += String(d); });
+    await lg.flushed(5000);
+    await waitFor(() => got.split('\n').length - 1 >= sent, 'everything read');
+    const lines = parse(got);
+    expect(lines.map((l) => l.n)).toEqual(Array.from({ length: sent }, (_, i) => i));
+    expect(lines.every((l) => l.pad === pad(l.n as number))).toBe(true);
+    expect(lg.stats()).toMatchObject({ buffered_bytes: 0, written_lines: sent, dropped_lines: 0 });
+    lg.close();
+    reader.destroy();
+  });
+
+  it('a block that would pass the rotation size goes without the line that would pass it', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'egress-rot-'));
+    const path = join(dir, 'access.log');
+    const lg = createLogger({ level: 'info', nodeId: 'rot', stdout: false, file: { path, rotate_bytes: 5000, keep: 20 } });
+    const pad = (n: number): string => (n % 2 === 0 ? 'ü'.repeat(150 + n) : 'y'.repeat(100 + n));
+    for (let n = 0; n < 120; n++) lg.writeAccess(`${lg.accessPrefix()},"n":${n},"pad":"${pad(n)}"}\n`);
+    lg.close();
+    const files = [...Array.from({ length: 20 }, (_, i) => `${path}.${20 - i}`).filter((f) => existsSync(f)), path];
+    expect(files.length).toBeGreaterThan(5);
+    const lines: Line[] = [];
+    for (const f of files) {
+      expect(statSync(f).size).toBeLessThanOrEqual(5000);
+      lines.push(...parse(readFileSync(f, 'utf8')));
+    }
+    expect(lines.map((l) => l.n)).toEqual(Array.from({ length: 120 }, (_, i) => i));
+    expect(lines.every((l) => l.pad === pad(l.n as number))).toBe(true);
+  });
 });
 
 describe('config validation', () => {

@@ -64,4 +64,44 @@ describe('access-log serialisation', () => {
     expect(line.endsWith('}\n')).toBe(true);
     expect(JSON.parse(line)).toMatchObject({ user_agent: 'evil"\\\n\u0001\u2028agent', url: 'http://example.com:80/a%22b', kind: 'http' });
   });
+
+  it('keeps lone surrogates (escaped) and clips long client values with an ellipsis', async () => {
+    const { AccessRecord } = await import('../src/logging/access-record.js');
+    const rec = new AccessRecord('http', '127.0.0.1', 1234);
+    rec.user_agent = `ua\ud83d${'x'.repeat(300)}`;
+    rec.host = 'h\ude00.example';
+    const parsed = JSON.parse(rec.serialise('{"level":"info"')) as { user_agent: string; host: string };
+    expect(parsed.host).toBe('h\ude00.example');
+    expect(parsed.user_agent).toBe(`ua\ud83d${'x'.repeat(253)}…`);
+  });
+
+  it('reuses no piece of an earlier line whose values differ', async () => {
+    const { AccessRecord } = await import('../src/logging/access-record.js');
+    const { ANONYMOUS } = await import('../src/identity/principal.js');
+    const socket = { remoteAddress: '127.0.0.1', remotePort: 4000 } as unknown as import('node:net').Socket;
+    const req = (method: string) => ({ socket, method, headers: {} }) as unknown as import('node:http').IncomingMessage;
+    const alice = Object.freeze({ method: 'token' as const, user: 'alice', groups: Object.freeze(['eng']) });
+    const lines: Array<Record<string, unknown>> = [];
+    const variants: Array<(r: InstanceType<typeof AccessRecord>) => void> = [
+      (r) => Object.assign(r, { host: 'a.example', port: 80, rule: 'r1', decision: 'allow', reason: 'allowed', resolved_ip: '127.0.0.2' }),
+      (r) => Object.assign(r, { host: 'a.example', port: 81, rule: 'r1', decision: 'allow', reason: 'allowed', resolved_ip: '127.0.0.3' }),
+      (r) => Object.assign(r, { host: 'b.example', port: 81, rule: 'r2', decision: 'deny', reason: 'policy_denied', resolved_ip: '127.0.0.3' }),
+      (r) => r.identify(alice, undefined, undefined),
+      (r) => { r.identify(alice, undefined, undefined); r.groups = 'eng,ops'; },
+      (r) => { r.identify(ANONYMOUS, undefined, undefined); r.kind = 'websocket'; r.client_ip = '127.0.0.9'; },
+    ];
+    for (const v of variants) {
+      const rec = AccessRecord.forRequest('http', req(lines.length % 2 ? 'POST' : 'GET'));
+      v(rec);
+      lines.push(JSON.parse(rec.serialise('{"level":"info"')) as Record<string, unknown>);
+    }
+    expect(lines.map((l) => [l.method, l.host, l.port, l.rule, l.decision, l.resolved_ip, l.auth, l.user, l.groups, l.kind, l.client_ip])).toEqual([
+      ['GET', 'a.example', 80, 'r1', 'allow', '127.0.0.2', 'anonymous', undefined, undefined, 'http', '127.0.0.1'],
+      ['POST', 'a.example', 81, 'r1', 'allow', '127.0.0.3', 'anonymous', undefined, undefined, 'http', '127.0.0.1'],
+      ['GET', 'b.example', 81, 'r2', 'deny', '127.0.0.3', 'anonymous', undefined, undefined, 'http', '127.0.0.1'],
+      ['POST', undefined, undefined, undefined, 'error', undefined, 'token', 'alice', 'eng', 'http', '127.0.0.1'],
+      ['GET', undefined, undefined, undefined, 'error', undefined, 'token', 'alice', 'eng,ops', 'http', '127.0.0.1'],
+      ['POST', undefined, undefined, undefined, 'error', undefined, 'anonymous', undefined, undefined, 'websocket', '127.0.0.9'],
+    ]);
+  });
 });

@@ -24,13 +24,22 @@ export function listenerOf(socket: Socket): ListenerName {
 /** What kind of exchange a log line describes. */
 export type ExchangeKind = 'http' | 'connect' | 'websocket' | 'client_error';
 
+// Lines are built from a few pieces: the groups of fields that repeat from one request to the next
+// (the client connection, the target, the upstream, the policy decision, the identity) are kept
+// as text and reused. Each piece built is a short-lived string: the ~90 a line used to take made
+// young-generation collections come more often, for the whole request path; a dozen keep a line
+// near the cost of copying it (docs/benchmarks.md "Logging and metrics").
+
 // Most values (normalised hosts, URLs, ids) need no escaping; test before paying for JSON.stringify.
-const NEEDS_ESCAPE = /["\\\u0000-\u001f\u2028\u2029]/;
-const str = (name: string, v: string | undefined): string =>
-  v === undefined ? '' : NEEDS_ESCAPE.test(v) ? `,"${name}":${JSON.stringify(v)}` : `,"${name}":"${v}"`;
-/** Long client-chosen values are clipped so a line stays far below the 4 KiB atomic write. */
-const clip = (v: string | undefined, max: number): string | undefined => (v !== undefined && v.length > max ? `${v.slice(0, max)}…` : v);
-const num = (name: string, v: number | undefined): string => (v === undefined ? '' : `,"${name}":${v}`);
+// Lone surrogates would come out of UTF-8 encoding as U+FFFD, so they are escaped too.
+const NEEDS_ESCAPE = /["\\\u0000-\u001f\u2028\u2029\ud800-\udfff]/;
+/** `v` as a JSON string, clipped to `max` characters (then `…`). */
+function q(v: string, max: number): string {
+  const c = v.length > max ? `${v.slice(0, max)}…` : v;
+  return NEEDS_ESCAPE.test(c) ? JSON.stringify(c) : `"${c}"`;
+}
+/** `,"name":"v"`, or nothing when `v` is undefined. */
+const opt = (name: string, v: string | undefined, max: number): string => (v === undefined ? '' : `,"${name}":${q(v, max)}`);
 /** Milliseconds with two decimals, from integers (formatting a double costs several times more). */
 function ms2(ms: number): string {
   const c = Math.round(ms * 100);
@@ -38,8 +47,32 @@ function ms2(ms: number): string {
   const f = c - i * 100;
   return f === 0 ? `${i}` : f % 10 === 0 ? `${i}.${f / 10}` : f < 10 ? `${i}.0${f}` : `${i}.${f}`;
 }
-/** For values the proxy itself produced or validated (IPs, ids, tokens): nothing in them needs escaping. */
-const own = (name: string, v: string | undefined): string => (v === undefined ? '' : `,"${name}":"${v}"`);
+
+/** The text of one group of fields and the values it was built from (compared by ===). */
+interface Piece {
+  a: unknown;
+  b: unknown;
+  c: unknown;
+  d: unknown;
+  s: string;
+}
+const piece = (): Piece => ({ a: undefined, b: undefined, c: undefined, d: undefined, s: '' });
+/** True when `p` was built from these values; otherwise `p` takes them and the caller rebuilds `p.s`. */
+function same(p: Piece, a: unknown, b: unknown, c: unknown, d: unknown): boolean {
+  if (p.a === a && p.b === b && p.c === c && p.d === d && p.s !== '') return true;
+  p.a = a;
+  p.b = b;
+  p.c = c;
+  p.d = d;
+  return false;
+}
+// One of each: consecutive requests mostly share them. The client connection's piece is kept per socket.
+const targetPiece = piece();
+const upstreamPiece = piece();
+const decisionPiece = piece();
+const kConnPiece = Symbol('egress.logPiece');
+// Per principal (a token's or a session's principal object lives as long as its cache entry).
+const identityPieces = new WeakMap<Principal, { groups: string | undefined; s: string }>();
 
 /**
  * The facts about one request or tunnel, filled in along the request path and written as
@@ -94,6 +127,10 @@ export class AccessRecord {
   icap: string | undefined;
   /** The rule's DLP profiles (not logged). */
   dlpProfiles: readonly string[] | undefined;
+  /** The client connection, for its cached piece of the line (not logged as such). */
+  socket: Socket | undefined;
+  /** The verified principal, for its cached piece of the line (not logged as such). */
+  principal: Principal | undefined;
   /** Who asked, as the request path established it (not logged as such: see `identify`). */
   asked: Asked | undefined;
   /** An anonymous browser's tunnel, intercepted so the pages inside can send it to sign in (not logged). */
@@ -127,6 +164,7 @@ export class AccessRecord {
 
   /** Notes who asked (verified principal, device and its trust levels). */
   identify(p: Principal, device: Device | undefined, trust: readonly string[] | undefined): void {
+    this.principal = p;
     this.auth = p.method;
     this.user = p.user;
     this.email = p.email;
@@ -140,23 +178,74 @@ export class AccessRecord {
   static forRequest(kind: ExchangeKind, req: IncomingMessage): AccessRecord {
     const rec = new AccessRecord(kind, req.socket.remoteAddress, req.socket.remotePort);
     rec.listener = listenerOf(req.socket);
+    rec.socket = req.socket;
     rec.method = req.method;
     rec.user_agent = req.headers['user-agent'];
     return rec;
   }
 
-  /** The JSON line, fields in a fixed order, undefined fields left out (as pino does). */
+  /**
+   * The JSON line: `prefix` then the fields in a fixed order, undefined fields left out (as pino
+   * does). Values the proxy produced or validated (IPs, ids, reasons) need no escaping; what a
+   * client chose is escaped and clipped so a line stays below 4 KiB.
+   */
   serialise(prefix: string): string {
     const ms = this.finish();
-    return `${prefix},"kind":"${this.kind}","listener":"${this.listener}"${own('client_ip', this.client_ip)}${num('client_port', this.client_port)}` +
-      `${own('method', this.method)}${own('scheme', this.scheme)}${str('host', clip(this.host, 256))}${num('port', this.port)}` +
-      `${str('url', clip(this.url, 1536))}${own('resolved_ip', this.resolved_ip)}${own('egress_node', this.egress_node)}${own('egress_ip', this.egress_ip)}` +
-      `,"status":${this.status},"bytes_in":${this.bytes_in},"bytes_out":${this.bytes_out}${this.ttfb_ms === undefined ? '' : `,"ttfb_ms":${ms2(this.ttfb_ms)}`},"duration_ms":${ms2(ms)},"decision":"${this.decision}","reason":"${this.reason}"` +
-      `${own('rule', this.rule)}${own('policy_version', this.policy_version)}${own('report', this.report)},"inspected":${this.inspected}` +
-      `,"auth":"${this.auth}"${str('user', clip(this.user, 256))}${str('email', clip(this.email, 256))}${str('groups', clip(this.groups, 512))}` +
-      `${str('service', clip(this.service, 256))}${str('device_id', clip(this.device_id, 256))}${own('device_trust', this.device_trust)}` +
-      `${str('dlp', clip(this.dlp, 1024))}${this.dlp_unscanned ? ',"dlp_unscanned":true' : ''}${own('incident', this.incident)}${own('icap', this.icap)}` +
-      `${str('user_agent', clip(this.user_agent, 256))}}\n`;
+    return `${prefix}${this.connText()}${this.targetText()}${opt('url', this.url, 1536)}${this.upstreamText()}` +
+      `,"status":${this.status},"bytes_in":${this.bytes_in},"bytes_out":${this.bytes_out}${this.ttfb_ms === undefined ? '' : `,"ttfb_ms":${ms2(this.ttfb_ms)}`},"duration_ms":${ms2(ms)}` +
+      `${this.decisionText()}${this.report === undefined ? '' : `,"report":${q(this.report, 1024)}`},"inspected":${this.inspected}${this.identityText()}` +
+      `${this.dlp === undefined && this.incident === undefined && this.icap === undefined && !this.dlp_unscanned ? '' : this.inspectionText()}${opt('user_agent', this.user_agent, 256)}}\n`;
+  }
+
+  private connText(): string {
+    const s = this.socket as (Socket & { [kConnPiece]?: Piece }) | undefined;
+    let p = s?.[kConnPiece];
+    if (p === undefined) {
+      p = piece();
+      if (s !== undefined) s[kConnPiece] = p;
+    }
+    if (same(p, this.kind, this.listener, this.client_ip, this.client_port)) return p.s;
+    return (p.s = `,"kind":"${this.kind}","listener":"${this.listener}"${this.client_ip === undefined ? '' : `,"client_ip":"${this.client_ip}"`}` +
+      `${this.client_port === undefined ? '' : `,"client_port":${this.client_port}`}`);
+  }
+
+  private targetText(): string {
+    const p = targetPiece;
+    if (same(p, this.method, this.scheme, this.host, this.port)) return p.s;
+    return (p.s = `${opt('method', this.method, 32)}${this.scheme === undefined ? '' : `,"scheme":"${this.scheme}"`}${opt('host', this.host, 256)}` +
+      `${this.port === undefined ? '' : `,"port":${this.port}`}`);
+  }
+
+  private upstreamText(): string {
+    const p = upstreamPiece;
+    if (same(p, this.resolved_ip, this.egress_node, this.egress_ip, undefined)) return p.s;
+    return (p.s = `${this.resolved_ip === undefined ? '' : `,"resolved_ip":"${this.resolved_ip}"`}${opt('egress_node', this.egress_node, 256)}` +
+      `${this.egress_ip === undefined ? '' : `,"egress_ip":"${this.egress_ip}"`}`);
+  }
+
+  private decisionText(): string {
+    const p = decisionPiece;
+    if (same(p, this.decision, this.reason, this.rule, this.policy_version)) return p.s;
+    return (p.s = `,"decision":"${this.decision}","reason":"${this.reason}"${opt('rule', this.rule, 256)}` +
+      `${this.policy_version === undefined ? '' : `,"policy_version":"${this.policy_version}"`}`);
+  }
+
+  private identityText(): string {
+    const device = this.device_id === undefined && this.device_trust === undefined ? '' :
+      `${opt('device_id', this.device_id, 256)}${opt('device_trust', this.device_trust, 256)}`;
+    const p = this.principal;
+    // The fields are the principal's unless something changed them after `identify` (a portal step).
+    const own = p !== undefined && this.auth === p.method && this.user === p.user && this.email === p.email && this.service === p.service;
+    let c = own ? identityPieces.get(p) : undefined;
+    if (c === undefined || c.groups !== this.groups) {
+      c = { groups: this.groups, s: `,"auth":"${this.auth}"${opt('user', this.user, 256)}${opt('email', this.email, 256)}${opt('groups', this.groups, 512)}${opt('service', this.service, 256)}` };
+      if (own) identityPieces.set(p, c);
+    }
+    return device === '' ? c.s : c.s + device;
+  }
+
+  private inspectionText(): string {
+    return `${opt('dlp', this.dlp, 1024)}${this.dlp_unscanned ? ',"dlp_unscanned":true' : ''}${this.incident === undefined ? '' : `,"incident":"${this.incident}"`}${opt('icap', this.icap, 512)}`;
   }
 
   /** Fixes the exchange's duration (once) and returns it in milliseconds, unrounded. */

@@ -12,14 +12,16 @@ export const PIPE_BLOCK = 4096;
 export const FILE_BLOCK = 65_536;
 
 interface Block {
-  s: string;
-  bytes: number;
+  data: Buffer;
   lines: number;
 }
 
 /**
  * One destination: a file descriptor written synchronously (never blocking when it is a pipe
  * opened O_NONBLOCK), with a queue of whole-line blocks kept while it does not take bytes.
+ * Lines are copied into one reused block buffer and written from it: no string per block to
+ * build, flatten and encode again, and nothing left for the garbage collector unless the
+ * destination stalls (then the block is copied into the queue).
  */
 export class FdOutput {
   /** Bytes waiting: queued blocks, the part-written block and the block being filled. */
@@ -33,13 +35,16 @@ export class FdOutput {
   private blocks: Block[] = [];
   private next = 0;
   /** The rest of a block the destination took only part of; it goes out before anything else. */
-  protected head: { data: Buffer; lines: number } | undefined;
-  private cur = '';
+  protected head: Block | undefined;
+  /** The block being filled: `cur[0, curBytes)`. */
+  private readonly cur: Buffer;
   private curBytes = 0;
   private curLines = 0;
 
   /** `maxBlock`: largest single write (PIPE_BLOCK for pipes, whose writes must stay atomic). */
-  constructor(protected fd: number, readonly name: string, private readonly maxBlock: number) {}
+  constructor(protected fd: number, readonly name: string, private readonly maxBlock: number) {
+    this.cur = Buffer.allocUnsafe(maxBlock);
+  }
 
   /** Marks the descriptor as this output's own, to be closed with it. */
   own(): void {
@@ -47,21 +52,26 @@ export class FdOutput {
   }
 
   /** Queues one line; writes a block once enough lines wait, unless the destination is stalled. */
-  add(line: string, bytes: number): void {
-    // A file's block also stops where the file would pass its rotation size.
-    const max = Math.min(this.maxBlock, this.room());
-    if (this.curBytes + bytes > max && this.curBytes > 0) {
-      this.seal();
-      if (this.stalled === undefined) this.pump();
+  add(line: string): void {
+    const at = this.curBytes;
+    // Encoded straight into the block when it surely fits (3 bytes per UTF-16 unit at most)...
+    if (line.length * 3 <= this.cur.length - at) {
+      const n = this.cur.write(line, at);
+      if (at > 0 && at + n > this.limit()) {
+        // ...and if that takes the block past its size, the block goes without it: the line moves to the front of the next one.
+        this.seal();
+        this.cur.copyWithin(0, at, at + n);
+      }
+      this.filled(n);
+      return;
     }
-    this.cur += line;
-    this.curBytes += bytes;
-    this.curLines++;
-    this.queued += bytes;
-    if (this.curBytes >= max - (PIPE_BLOCK - MIN_BLOCK)) {
-      this.seal();
-      if (this.stalled === undefined) this.pump();
+    const bytes = Buffer.byteLength(line);
+    if (at > 0 && at + bytes > this.limit()) this.seal();
+    if (bytes > this.cur.length) {
+      this.alone(Buffer.from(line), bytes);
+      return;
     }
+    this.filled(this.cur.write(line, this.curBytes));
   }
 
   /** True when lines are waiting in the block being filled (a flush timer should come). */
@@ -74,13 +84,19 @@ export class FdOutput {
     return this.head !== undefined || this.next < this.blocks.length;
   }
 
-  /** Closes the block being filled so the next pump writes it. */
+  /** Closes the block being filled: written now if the destination takes bytes, else queued. */
   seal(): void {
     if (this.curBytes === 0) return;
-    this.blocks.push({ s: this.cur, bytes: this.curBytes, lines: this.curLines });
-    this.cur = '';
+    const bytes = this.curBytes;
+    const lines = this.curLines;
     this.curBytes = 0;
     this.curLines = 0;
+    if (this.stalled === undefined && !this.behind) {
+      this.beforeBlock(bytes);
+      this.put(this.cur, bytes, lines, true);
+    } else {
+      this.blocks.push({ data: Buffer.from(this.cur.subarray(0, bytes)), lines });
+    }
   }
 
   /** Writes queued blocks until done or the destination stops taking bytes; true when nothing is left. */
@@ -89,7 +105,7 @@ export class FdOutput {
       if (this.head) {
         const { data, lines } = this.head;
         this.head = undefined;
-        if (!this.put(data, data.length, lines)) return false;
+        if (!this.put(data, data.length, lines, false)) return false;
         continue;
       }
       if (this.next >= this.blocks.length) {
@@ -99,27 +115,26 @@ export class FdOutput {
         return this.curBytes === 0;
       }
       const first = this.blocks[this.next]!;
-      this.beforeBlock(first.bytes);
-      let data = first.s;
-      let bytes = first.bytes;
+      this.beforeBlock(first.data.length);
+      let data = first.data;
       let lines = first.lines;
       let count = 1;
       // Catching up on a file: several blocks in one write.
       if (this.maxBlock > PIPE_BLOCK && this.next + 1 < this.blocks.length) {
         const limit = Math.min(this.maxBlock, this.room());
-        const parts = [first.s];
-        for (let b = this.blocks[this.next + count]; b && bytes + b.bytes <= limit; b = this.blocks[this.next + count]) {
-          parts.push(b.s);
-          bytes += b.bytes;
+        const parts = [first.data];
+        let bytes = first.data.length;
+        for (let b = this.blocks[this.next + count]; b && bytes + b.data.length <= limit; b = this.blocks[this.next + count]) {
+          parts.push(b.data);
+          bytes += b.data.length;
           lines += b.lines;
           count++;
         }
-        if (count > 1) data = parts.join('');
+        if (count > 1) data = Buffer.concat(parts, bytes);
       }
-      const done = this.put(data, bytes, lines);
-      // Written whole or in part, the blocks left the queue (the rest, if any, is now the head).
-      if (done || this.head) this.next += count;
-      if (!done) {
+      // Written whole or in part, the blocks leave the queue (what is left of them becomes the head).
+      this.next += count;
+      if (!this.put(data, data.length, lines, false)) {
         // Written blocks must not stay referenced while a long stall goes on.
         if (this.next >= 1024) {
           this.blocks = this.blocks.slice(this.next);
@@ -141,14 +156,37 @@ export class FdOutput {
   /** Hook run after bytes reached the destination. */
   protected wrote(_bytes: number): void {}
 
-  /** One write: true when all of `data` went out; a part-write keeps the rest as the head. */
-  private put(data: string | Buffer, bytes: number, lines: number): boolean {
+  /** Where the block being filled is written: at its size, or where the file would pass its rotation size. */
+  private limit(): number {
+    return Math.min(this.maxBlock, this.room());
+  }
+
+  /** Counts a line of `bytes` just encoded at the end of the block (after `seal` moved it, at the front). */
+  private filled(bytes: number): void {
+    this.curBytes += bytes;
+    this.curLines++;
+    this.queued += bytes;
+    if (this.curBytes >= this.limit() - (PIPE_BLOCK - MIN_BLOCK)) this.seal();
+  }
+
+  /** A line longer than a block is a block of its own (the block being filled is empty: see `add`). */
+  private alone(data: Buffer, bytes: number): void {
+    this.queued += bytes;
+    this.blocks.push({ data, lines: 1 });
+    if (this.stalled === undefined) this.pump();
+  }
+
+  /**
+   * One write of `data[0, bytes)`: true when all of it went out. Otherwise what is left becomes
+   * the head, copied when `data` is the reused block buffer.
+   */
+  private put(data: Buffer, bytes: number, lines: number, reused: boolean): boolean {
     let n: number;
     try {
-      n = typeof data === 'string' ? writeSync(this.fd, data) : writeSync(this.fd, data);
+      n = writeSync(this.fd, data, 0, bytes);
     } catch (err) {
       this.stalled = (err as NodeJS.ErrnoException).code ?? 'EIO';
-      if (typeof data !== 'string') this.head = { data, lines };
+      this.head = { data: reused ? Buffer.from(data.subarray(0, bytes)) : data, lines };
       return false;
     }
     this.wrote(n);
@@ -157,7 +195,7 @@ export class FdOutput {
       this.written += lines;
       return true;
     }
-    this.head = { data: (typeof data === 'string' ? Buffer.from(data) : data).subarray(n), lines };
+    this.head = { data: reused ? Buffer.from(data.subarray(n, bytes)) : data.subarray(n, bytes), lines };
     this.stalled = 'partial write';
     return false;
   }

@@ -77,34 +77,56 @@ export class LineSink {
   /** Takes one line (ending in a newline). */
   write(line: string): void {
     if (this.closed) return;
+    if (this.o.tamperEvident) return this.writeChained(line);
+    let lost = false;
+    for (const out of this.outputs) {
+      // Admission counts characters (at most the line's bytes): the exact size is known once it is encoded.
+      if (!this.admit(out, line.length)) {
+        lost = true;
+        continue;
+      }
+      out.add(line);
+      this.wrote(out);
+    }
+    if (lost) this.lose();
+  }
+
+  private writeChained(line: string): void {
     const bytes = Buffer.byteLength(line);
     let chained: { prev: string; line: string; hash: string } | undefined;
     let lost = false;
     for (const out of this.outputs) {
       // "prev":"<64 hex>", is 74 bytes (no comma into an empty object).
-      const add = this.o.tamperEvident ? bytes + (line.charCodeAt(1) === 125 ? 73 : 74) : bytes;
-      if (out.queued + add > this.limit) {
-        this.startEpisode(out);
-        if (this.o.whenFull === 'drop' || out.queued + add > this.hardLimit) {
-          lost = true;
-          continue;
-        }
+      const add = bytes + (line.charCodeAt(1) === 125 ? 73 : 74);
+      if (!this.admit(out, add)) {
+        lost = true;
+        continue;
       }
-      if (this.o.tamperEvident) {
-        // Outputs that saw the same lines share one hash computation.
-        if (chained?.prev !== out.lastHash) chained = { prev: out.lastHash, ...chainLine(line, out.lastHash) };
-        out.lastHash = chained.hash;
-        out.add(chained.line, add);
-      } else {
-        out.add(line, bytes);
-      }
-      if (out.stalled !== undefined) this.retryLater();
-      else if (out.filling && this.flushTimer === undefined) this.flushTimer = setTimeout(() => this.tick(), FLUSH_MS).unref();
+      // Outputs that saw the same lines share one hash computation.
+      if (chained?.prev !== out.lastHash) chained = { prev: out.lastHash, ...chainLine(line, out.lastHash) };
+      out.lastHash = chained.hash;
+      out.add(chained.line);
+      this.wrote(out);
     }
-    if (lost) {
-      this.dropped++;
-      if (this.episode) this.episode.dropped++;
-    }
+    if (lost) this.lose();
+  }
+
+  /** False when `out` has no room for `bytes` more and the line is lost to it. */
+  private admit(out: FdOutput, bytes: number): boolean {
+    if (out.queued + bytes <= this.limit) return true;
+    this.startEpisode(out);
+    return this.o.whenFull !== 'drop' && out.queued + bytes <= this.hardLimit;
+  }
+
+  /** After a line went to `out`: retry a stalled destination, or flush a part-filled block soon. */
+  private wrote(out: FdOutput): void {
+    if (out.stalled !== undefined) this.retryLater();
+    else if (out.filling && this.flushTimer === undefined) this.flushTimer = setTimeout(() => this.tick(), FLUSH_MS).unref();
+  }
+
+  private lose(): void {
+    this.dropped++;
+    if (this.episode) this.episode.dropped++;
   }
 
   /** True while new requests must be refused (fail_closed, buffer full until it drains below half). */
