@@ -96,6 +96,14 @@ interface Minute {
 const who = (r: AccessRecord): string => clip(r.user ?? r.service ?? 'anonymous');
 const clip = (s: string): string => (s.length > MAX_NAME ? s.slice(0, MAX_NAME) : s);
 const bump = (m: Map<string, number>, k: string): void => void m.set(k, (m.get(k) ?? 0) + 1);
+/** Counts `k` in `m` unless it is new and `m` already holds `max` keys; false then. */
+function count(m: Map<string, number>, k: string, max: number): boolean {
+  const n = m.get(k);
+  if (n !== undefined) m.set(k, n + 1);
+  else if (m.size < max) m.set(k, 1);
+  else return false;
+  return true;
+}
 
 /**
  * The in-process live view behind the dashboard: fed every finished exchange, it keeps only
@@ -152,13 +160,8 @@ export class LiveStats {
       m.error++;
     }
     const user = who(r);
-    if (m.users.has(user) || m.users.size < this.maxKeys) bump(m.users, user);
-    else m.usersOther++;
-    if (r.host !== undefined) {
-      const host = clip(r.host);
-      if (m.hosts.has(host) || m.hosts.size < this.maxKeys) bump(m.hosts, host);
-      else m.hostsOther++;
-    }
+    if (!count(m.users, user, this.maxKeys)) m.usersOther++;
+    if (r.host !== undefined && !count(m.hosts, clip(r.host), this.maxKeys)) m.hostsOther++;
     const reason = r.reason;
     if (reason.startsWith('upstream_') || reason.startsWith('dns_')) {
       bump(m.upstream, reason);
