@@ -3,6 +3,7 @@ import { accessSync, constants, existsSync, mkdtempSync, readdirSync, readFileSy
 import { createServer, connect, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { delimiter, join } from 'node:path';
+import { freePort } from './ports.js';
 
 const INSTALL = 'apt-get install -y c-icap libc-icap-mod-contentfiltering';
 
@@ -32,17 +33,6 @@ function findServicesDir(): string {
   if (!dir) throw new Error(`c-icap's srv_echo.so was not found; install it with: ${INSTALL}`);
   if (!existsSync(join(dir, 'srv_content_filtering.so'))) throw new Error(`srv_content_filtering.so is missing in ${dir}; install it with: ${INSTALL}`);
   return dir;
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as { port: number }).port;
-      s.close(() => resolve(port));
-    });
-  });
 }
 
 /** Sends OPTIONS for `echo`; resolves true once c-icap answers 200. */
