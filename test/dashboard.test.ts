@@ -315,10 +315,10 @@ describe('the admin dashboard (/ui)', () => {
       expect(hosts['app.test']).toBeGreaterThanOrEqual(7);
       expect(hosts['blocked.test']).toBe(1);
 
-      const denies = await page.$$eval('#denies tbody tr', (trs) => trs.map((tr) => [...tr.cells].map((c) => c.textContent)));
+      const denies = await page.$$eval('#denies tbody tr', (trs) => trs.map((tr) => [...(tr as HTMLTableRowElement).cells].map((c) => c.textContent)));
       expect(denies).toContainEqual([expect.any(String), 'ci-runner', 'blocked.test', 'policy_denied', 'no-blocked', '403']);
       expect(denies).toContainEqual([expect.any(String), 'anonymous', 'app.test', 'auth_required', 'default', '407']);
-      const incidents = await page.$$eval('#incidents tbody tr', (trs) => trs.map((tr) => [...tr.cells].map((c) => c.textContent)));
+      const incidents = await page.$$eval('#incidents tbody tr', (trs) => trs.map((tr) => [...(tr as HTMLTableRowElement).cells].map((c) => c.textContent)));
       const inc = incidents.find((r) => r[3] === incident);
       expect(inc).toEqual([expect.any(String), 'ci-runner', 'app.test', incident, 'dlp_match', expect.stringMatching(/^credit_card:1\[4111\*+1111\]/)]);
       expect(await page.content()).not.toContain('4111 1111 1111 1111');

@@ -66,7 +66,10 @@ describe('plain HTTP through the explicit proxy', () => {
     let sent = 0;
     const body = new Readable({
       read() {
-        if (sent >= size) return this.push(null);
+        if (sent >= size) {
+          this.push(null);
+          return;
+        }
         sent += chunk.length;
         this.push(chunk);
       },

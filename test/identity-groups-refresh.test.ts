@@ -56,8 +56,8 @@ beforeAll(async () => {
     users,
     portal: { clientId: 'egress-proxy', clientSecret: SECRET, redirectUris: [`${portal}/auth/callback`], postLogoutRedirectUris: [`${portal}/auth/signed-out`] },
   });
-  idp.provider.on('grant.saved', (g: { jti: string; accountId: string }) => grants.push({ jti: g.jti, accountId: g.accountId }));
-  idp.provider.on('refresh_token.saved', (t: { jti: string }) => refreshTokens.push(t.jti));
+  idp.provider.on('grant.saved', (g) => grants.push({ jti: String(g.jti), accountId: String(g.accountId) }));
+  idp.provider.on('refresh_token.saved', (t) => refreshTokens.push(String(t.jti)));
   const cfg = await discovery(new URL(idp.issuer), 'egress-proxy', undefined, ClientSecretBasic(SECRET), { execute: [allowInsecureRequests] });
   const oidc = (): Promise<Configuration> => Promise.resolve(cfg);
   store = new SessionStore({ key: new Uint8Array(randomBytes(32)), ttlS: 3600, ipBindingS: 3600, portal });

@@ -1,4 +1,5 @@
 import { createHash, X509Certificate } from 'node:crypto';
+import { once } from 'node:events';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -211,7 +212,6 @@ describe('TLS interception', () => {
   it('carries a WebSocket (wss) inside an intercepted tunnel after a real 101', async () => {
     const { createServer } = await import('node:https');
     const { WebSocketServer, WebSocket } = await import('ws');
-    const { once } = await import('node:events');
     const tlsServer = createServer({ ...(await import('./helpers/pki.js')).makeLeaf(originCa(), ['app.test'], ['127.0.0.3']) });
     const wss = new WebSocketServer({ server: tlsServer });
     wss.on('connection', (ws) => ws.on('message', (m) => ws.send(`echo:${m.toString()}`)));

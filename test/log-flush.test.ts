@@ -1,4 +1,4 @@
-import { Agent, ProxyAgent, request } from 'undici';
+import { ProxyAgent, request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startCli, writeSetup } from './helpers/cli.js';
 import { startOrigin, type Origin } from './helpers/origin.js';
@@ -19,7 +19,7 @@ describe('SIGTERM under load', () => {
     const clients = 16;
     const perClient = 4000; // bounded even if the proxy never stopped
     const deadline = Date.now() + 20_000;
-    const agents: Agent[] = [];
+    const agents: ProxyAgent[] = [];
     const client = async (c: number): Promise<void> => {
       const agent = new ProxyAgent({ uri: p.url, proxyTunnel: false, connections: 1 });
       agents.push(agent);

@@ -121,7 +121,7 @@ describe('stdout to a pipe whose reader stalls', () => {
       const lines = access(p.stdout());
       const count = new Map<string, number>();
       for (const l of lines) count.set(new URL(String(l.url)).pathname, (count.get(new URL(String(l.url)).pathname) ?? 0) + 1);
-      for (const [path, status, reason] of c.seen) expect([path, count.get(path) ?? 0]).toEqual([path, reason === 'log_backlog' ? 0 : 1]);
+      for (const [path, , reason] of c.seen) expect([path, count.get(path) ?? 0]).toEqual([path, reason === 'log_backlog' ? 0 : 1]);
       expect(c.seen.filter(([, s]) => s === 200).length).toBeGreaterThan(100);
       expect(refused).toBeGreaterThanOrEqual(21);
       expect(lines).toHaveLength(c.seen.length - (refused - 1));

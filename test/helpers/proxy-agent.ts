@@ -12,7 +12,9 @@ export class HttpsProxyAgent extends Agent {
     super({ keepAlive: false });
   }
 
-  override createConnection(options: RequestOptions & { servername?: string; ca?: string | Buffer }, cb: (err: Error | null, s?: Socket) => void): undefined {
+  override createConnection(options: RequestOptions & { servername?: string; ca?: string | Buffer }, done?: (err: Error | null, s: Socket) => void): undefined {
+    // Node's Agent always passes the callback when createConnection returns nothing.
+    const cb = (err: Error | null, s?: Socket): void => done?.(err, s as Socket);
     const host = String(options.host);
     const port = Number(options.port);
     const raw = connect({ host: '127.0.0.1', port: this.proxyPort }, () => raw.write(`CONNECT ${host}:${port} HTTP/1.1\r\nHost: ${host}:${port}\r\n\r\n`));
