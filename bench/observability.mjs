@@ -114,7 +114,10 @@ async function main() {
   console.log(`\negress-proxy logging + metrics cost  ${new Date().toISOString()}  (${ROUNDS} rounds x ${SECONDS} s, median)`);
   console.log(['', 'req/s', 'p99 ms', 'proxy CPU us/req', 'rounds req/s'].join('\t'));
   for (const [k, v] of Object.entries(m)) console.log([k, fmt(v.rps), fmt(v.p99_ms, 2), fmt(v.cpu_us_per_req, 1), v.rounds.join(' ')].join('\t'));
-  console.log(`\nfull/quiet req/s ${fmt(ratio(m.full.rps, m.quiet.rps), 3)}; full/direct ${fmt(ratio(m.full.rps, m.direct.rps), 2)}${m.squid ? `; full/squid ${fmt(ratio(m.full.rps, m.squid.rps), 2)}` : ''}`);
+  // Each round's own pair: how far the rounds agree (a round's two processes share the machine's state of the moment).
+  const paired = (key) => runs.full.map((r, i) => ratio(r[key], runs.quiet[i][key]));
+  console.log(`\nper round, full/quiet: req/s ${paired('rps').map((x) => fmt(x, 3)).join(' ')}; CPU per request ${paired('cpu_us_per_req').map((x) => fmt(x, 3)).join(' ')}`);
+  console.log(`full/quiet req/s ${fmt(ratio(m.full.rps, m.quiet.rps), 3)}; full/direct ${fmt(ratio(m.full.rps, m.direct.rps), 2)}${m.squid ? `; full/squid ${fmt(ratio(m.full.rps, m.squid.rps), 2)}` : ''}`);
   console.log(`access lines written by full: ${lines.toLocaleString('en-US')}; /metrics scrapes: ${scrapes}`);
   console.log(`\ntargets:\n${targetLines([
     { name: 'log + metrics cost on req/s <= 5%', value: `${fmt(cost * 100, 1)}%`, status: cost <= 0.05 ? 'PASS' : 'MISS' },
