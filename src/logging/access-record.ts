@@ -66,11 +66,11 @@ function same(p: Piece, a: unknown, b: unknown, c: unknown, d: unknown): boolean
   p.d = d;
   return false;
 }
-// One of each: consecutive requests mostly share them. The client connection's piece is kept per socket.
+// One of each: consecutive requests mostly share them (a miss costs what building the piece costs).
+const connPiece = piece();
 const targetPiece = piece();
 const upstreamPiece = piece();
 const decisionPiece = piece();
-const kConnPiece = Symbol('egress.logPiece');
 // Per principal (a token's or a session's principal object lives as long as its cache entry).
 const identityPieces = new WeakMap<Principal, { groups: string | undefined; s: string }>();
 
@@ -127,8 +127,6 @@ export class AccessRecord {
   icap: string | undefined;
   /** The rule's DLP profiles (not logged). */
   dlpProfiles: readonly string[] | undefined;
-  /** The client connection, for its cached piece of the line (not logged as such). */
-  socket: Socket | undefined;
   /** The verified principal, for its cached piece of the line (not logged as such). */
   principal: Principal | undefined;
   /** Who asked, as the request path established it (not logged as such: see `identify`). */
@@ -178,7 +176,6 @@ export class AccessRecord {
   static forRequest(kind: ExchangeKind, req: IncomingMessage): AccessRecord {
     const rec = new AccessRecord(kind, req.socket.remoteAddress, req.socket.remotePort);
     rec.listener = listenerOf(req.socket);
-    rec.socket = req.socket;
     rec.method = req.method;
     rec.user_agent = req.headers['user-agent'];
     return rec;
@@ -198,12 +195,7 @@ export class AccessRecord {
   }
 
   private connText(): string {
-    const s = this.socket as (Socket & { [kConnPiece]?: Piece }) | undefined;
-    let p = s?.[kConnPiece];
-    if (p === undefined) {
-      p = piece();
-      if (s !== undefined) s[kConnPiece] = p;
-    }
+    const p = connPiece;
     if (same(p, this.kind, this.listener, this.client_ip, this.client_port)) return p.s;
     return (p.s = `,"kind":"${this.kind}","listener":"${this.listener}"${this.client_ip === undefined ? '' : `,"client_ip":"${this.client_ip}"`}` +
       `${this.client_port === undefined ? '' : `,"client_port":${this.client_port}`}`);
