@@ -93,7 +93,7 @@ export class FdOutput {
     this.curLines = 0;
     if (this.stalled === undefined && !this.behind) {
       this.beforeBlock(bytes);
-      this.put(this.cur, bytes, lines, true);
+      this.put(this.cur, bytes, lines);
     } else {
       this.blocks.push({ data: Buffer.from(this.cur.subarray(0, bytes)), lines });
     }
@@ -105,7 +105,7 @@ export class FdOutput {
       if (this.head) {
         const { data, lines } = this.head;
         this.head = undefined;
-        if (!this.put(data, data.length, lines, false)) return false;
+        if (!this.put(data, data.length, lines)) return false;
         continue;
       }
       if (this.next >= this.blocks.length) {
@@ -134,7 +134,7 @@ export class FdOutput {
       }
       // Written whole or in part, the blocks leave the queue (what is left of them becomes the head).
       this.next += count;
-      if (!this.put(data, data.length, lines, false)) {
+      if (!this.put(data, data.length, lines)) {
         // Written blocks must not stay referenced while a long stall goes on.
         if (this.next >= 1024) {
           this.blocks = this.blocks.slice(this.next);
@@ -180,7 +180,8 @@ export class FdOutput {
    * One write of `data[0, bytes)`: true when all of it went out. Otherwise what is left becomes
    * the head, copied when `data` is the reused block buffer.
    */
-  private put(data: Buffer, bytes: number, lines: number, reused: boolean): boolean {
+  private put(data: Buffer, bytes: number, lines: number): boolean {
+    const reused = data === this.cur;
     let n: number;
     try {
       n = writeSync(this.fd, data, 0, bytes);

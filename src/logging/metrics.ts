@@ -108,7 +108,6 @@ export class ProxyMetrics {
     return this.registry.metrics();
   }
 
-
   /** `dlp` is `detector:count[samples][:action]` or `file:kinds(name)[:block]`, comma-separated outside brackets. */
   private countDlp(dlp: string): void {
     let depth = 0;
