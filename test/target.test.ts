@@ -1,4 +1,4 @@
-import { describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import { ProxyError } from '../src/errors/proxy-error.js';
 import { parseAbsoluteTarget, parseConnectTarget } from '../src/listeners/target.js';
 import { upstreamHeaders } from '../src/egress/headers.js';
@@ -75,6 +75,39 @@ describe('access-log serialisation', () => {
     expect(parsed.user_agent).toBe(`ua\ud83d${'x'.repeat(253)}…`);
   });
 
+  it('encodes every value as JSON.stringify would, clipped, whatever the characters and sizes', async () => {
+    const { AccessRecord } = await import('../src/logging/access-record.js');
+    let seed = 7;
+    const rand = (n: number): number => {
+      // xorshift32: the same values on every run.
+      seed ^= seed << 13;
+      seed ^= seed >>> 17;
+      seed ^= seed << 5;
+      return (seed >>> 0) % n;
+    };
+    // Printable ASCII mostly (the fast path), with quotes, controls, many-byte and lone surrogate characters mixed in.
+    const alphabet = ['a', 'Z', '/', '%', ' ', '~', '"', '\\', '\n', '\u0001', '\u001f', '\u007f', 'é', '\u2028', '€', '😀', '\ud800', '\udfff'];
+    const text = (max: number): string => {
+      // Plain ASCII, plain ASCII with one kind of special character mixed in, or anything.
+      const chars = [`abc/.-_`, `ab~${alphabet[rand(alphabet.length)]}`, undefined][rand(3)];
+      let s = '';
+      for (let i = rand(max), j = 0; j < i; j++) s += chars ? chars[rand(chars.length)] : alphabet[rand(alphabet.length)];
+      return s;
+    };
+    const clip = (v: string, max: number): string => (v.length > max ? `${v.slice(0, max)}…` : v);
+    for (let i = 0; i < 300; i++) {
+      const rec = new AccessRecord('http', '127.0.0.1', rand(65536));
+      const v = { url: text(1700), user_agent: text(300), host: text(300), rule: text(300), report: text(1100), user: text(300) };
+      Object.assign(rec, v, { status: rand(600), bytes_in: rand(2) ? rand(1000) : 2 ** 40 + rand(1000), bytes_out: rand(100000), ttfb_ms: rand(100000) / 7 });
+      const parsed = JSON.parse(rec.serialise('{"level":"info"')) as Record<string, unknown>;
+      expect(parsed).toMatchObject({
+        url: clip(v.url, 1536), user_agent: clip(v.user_agent, 256), host: clip(v.host, 256), rule: clip(v.rule, 256),
+        report: clip(v.report, 1024), user: clip(v.user, 256), status: rec.status, bytes_in: rec.bytes_in, bytes_out: rec.bytes_out,
+        ttfb_ms: Math.round(rec.ttfb_ms! * 100) / 100, client_port: rec.client_port,
+      });
+    }
+  });
+
   it('reuses no piece of an earlier line whose values differ', async () => {
     const { AccessRecord } = await import('../src/logging/access-record.js');
     const { ANONYMOUS } = await import('../src/identity/principal.js');
@@ -103,5 +136,29 @@ describe('access-log serialisation', () => {
       ['GET', undefined, undefined, undefined, 'error', undefined, 'token', 'alice', 'eng,ops', 'http', '127.0.0.1'],
       ['POST', undefined, undefined, undefined, 'error', undefined, 'anonymous', undefined, undefined, 'websocket', '127.0.0.9'],
     ]);
+  });
+});
+
+describe('the access line prefix', () => {
+  afterEach(() => {
+    vi.useRealTimers();
+  });
+
+  it('keeps its time current to the millisecond, across seconds and for years JSON dates cannot fit in 24 characters', async () => {
+    const { AccessPrefix } = await import('../src/logging/access-prefix.js');
+    const { AccessRecord } = await import('../src/logging/access-record.js');
+    const { LineBytes } = await import('../src/logging/line-bytes.js');
+    const out = new LineBytes(64);
+    vi.useFakeTimers();
+    const times = ['2026-11-26T17:50:59.998Z', '2026-11-26T17:50:59.999Z', '2026-11-26T17:51:00.000Z', '2026-11-26T17:51:00.042Z', '+010000-01-01T00:00:00.000Z', '2026-11-26T17:51:00.043Z'];
+    vi.setSystemTime(new Date(times[0]!));
+    const prefix = AccessPrefix.live('"n1","worker":2');
+    for (const t of times) {
+      vi.setSystemTime(new Date(t));
+      expect(JSON.parse(`${prefix.now().text()}}`)).toEqual({ level: 'info', time: t, node: 'n1', worker: 2, type: 'access' });
+      // A line copies the prefix (cached with the pieces that follow it) and puts the time over it.
+      const n = new AccessRecord('http', '127.0.0.1', 5).encode(out, prefix.now());
+      expect(JSON.parse(out.buf.toString('utf8', 0, n))).toMatchObject({ time: t, node: 'n1', kind: 'http', client_port: 5 });
+    }
   });
 });

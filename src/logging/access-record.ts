@@ -4,6 +4,8 @@ import { ProxyError, upstreamReason } from '../errors/proxy-error.js';
 import { isDenial, type ReasonId } from '../errors/reasons.js';
 import { refusalStatus } from '../errors/reject.js';
 import type { Asked, Device, Principal } from '../identity/principal.js';
+import { AccessPrefix } from './access-prefix.js';
+import { LineBytes, quote, quotedBound } from './line-bytes.js';
 import type { ProxyLogger } from './logger.js';
 
 /** Which listener a client came in through: the explicit proxy port, or the device (mTLS) listener. */
@@ -24,46 +26,40 @@ export function listenerOf(socket: Socket): ListenerName {
 /** What kind of exchange a log line describes. */
 export type ExchangeKind = 'http' | 'connect' | 'websocket' | 'client_error';
 
-// Lines are built from a few pieces: the groups of fields that repeat from one request to the next
-// (the client connection, the target, the upstream, the policy decision, the identity) are kept
-// as text and reused. Each piece built is a short-lived string: the ~90 a line used to take made
-// young-generation collections come more often, for the whole request path; a dozen keep a line
-// near the cost of copying it (docs/benchmarks.md "Logging and metrics").
+// A line is encoded straight into one reused buffer (line-bytes.ts). The groups of fields that
+// repeat from one request to the next (the client connection, the target, the upstream, the
+// policy decision, the identity, the device) are kept encoded and copied in; what changes with
+// every request (URL, numbers, user agent) is written in place. Nothing is left for the garbage
+// collector: each short-lived string made the proxy slower on the whole request path
+// (docs/benchmarks.md "Logging and metrics").
 
-// Most values (normalised hosts, URLs, ids) need no escaping; test before paying for JSON.stringify.
-// Lone surrogates would come out of UTF-8 encoding as U+FFFD, so they are escaped too.
-const NEEDS_ESCAPE = /["\\\u0000-\u001f\u2028\u2029\ud800-\udfff]/;
-/** `v` as a JSON string, clipped to `max` characters (then `…`). */
-function q(v: string, max: number): string {
-  const c = v.length > max ? `${v.slice(0, max)}…` : v;
-  return NEEDS_ESCAPE.test(c) ? JSON.stringify(c) : `"${c}"`;
-}
 /** `,"name":"v"`, or nothing when `v` is undefined. */
-const opt = (name: string, v: string | undefined, max: number): string => (v === undefined ? '' : `,"${name}":${q(v, max)}`);
-/** Milliseconds with two decimals, from integers (formatting a double costs several times more). */
-function ms2(ms: number): string {
-  const c = Math.round(ms * 100);
-  const i = Math.floor(c / 100);
-  const f = c - i * 100;
-  return f === 0 ? `${i}` : f % 10 === 0 ? `${i}.${f / 10}` : f < 10 ? `${i}.0${f}` : `${i}.${f}`;
-}
+const opt = (name: string, v: string | undefined, max: number): string => (v === undefined ? '' : `,"${name}":${quote(v, max)}`);
+const bytes = (s: string): Buffer => Buffer.from(s);
+const K = {
+  clientPort: bytes(',"client_port":'), url: bytes(',"url":'), status: bytes(',"status":'), bytesIn: bytes(',"bytes_in":'),
+  bytesOut: bytes(',"bytes_out":'), ttfb: bytes(',"ttfb_ms":'), duration: bytes(',"duration_ms":'), report: bytes(',"report":'),
+  inspected: bytes(',"inspected":true'), notInspected: bytes(',"inspected":false'), userAgent: bytes(',"user_agent":'), end: bytes('}\n'),
+};
 
-/** The text of one group of fields and the values it was built from (compared by ===). */
+/** The encoded text of one group of fields and the values it was built from (compared by ===). */
 interface Piece {
   a: unknown;
   b: unknown;
   c: unknown;
   d: unknown;
-  s: string;
+  e: unknown;
+  s: Buffer | undefined;
 }
-const piece = (): Piece => ({ a: undefined, b: undefined, c: undefined, d: undefined, s: '' });
+const piece = (): Piece => ({ a: undefined, b: undefined, c: undefined, d: undefined, e: undefined, s: undefined });
 /** True when `p` was built from these values; otherwise `p` takes them and the caller rebuilds `p.s`. */
-function same(p: Piece, a: unknown, b: unknown, c: unknown, d: unknown): boolean {
-  if (p.a === a && p.b === b && p.c === c && p.d === d && p.s !== '') return true;
+function same(p: Piece, a: unknown, b: unknown, c: unknown, d: unknown, e: unknown): boolean {
+  if (p.s !== undefined && p.a === a && p.b === b && p.c === c && p.d === d && p.e === e) return true;
   p.a = a;
   p.b = b;
   p.c = c;
   p.d = d;
+  p.e = e;
   return false;
 }
 // One of each: consecutive requests mostly share them (a miss costs what building the piece costs).
@@ -71,8 +67,32 @@ const connPiece = piece();
 const targetPiece = piece();
 const upstreamPiece = piece();
 const decisionPiece = piece();
+const identityPiece = piece();
+const devicePiece = piece();
+const EMPTY: Buffer = Buffer.alloc(0);
 // Per principal (a token's or a session's principal object lives as long as its cache entry).
-const identityPieces = new WeakMap<Principal, { groups: string | undefined; s: string }>();
+const identityPieces = new WeakMap<Principal, { groups: string | undefined; s: Buffer }>();
+/** The prefix and the repeating pieces, joined: one copy per line instead of seven. */
+const head: Record<'prefix' | 'conn' | 'target' | 'upstream' | 'decision' | 'identity' | 'device' | 's', Buffer> = { prefix: EMPTY, conn: EMPTY, target: EMPTY, upstream: EMPTY, decision: EMPTY, identity: EMPTY, device: EMPTY, s: EMPTY };
+function headOf(prefix: Buffer, conn: Buffer, target: Buffer, upstream: Buffer, decision: Buffer, identity: Buffer, device: Buffer): Buffer {
+  const h = head;
+  if (h.s !== EMPTY && h.prefix === prefix && h.conn === conn && h.target === target && h.upstream === upstream && h.decision === decision &&
+    h.identity === identity && h.device === device) return h.s;
+  h.prefix = prefix;
+  h.conn = conn;
+  h.target = target;
+  h.upstream = upstream;
+  h.decision = decision;
+  h.identity = identity;
+  h.device = device;
+  return (h.s = Buffer.concat([prefix, conn, target, upstream, decision, identity, device]));
+}
+/** Where lines are encoded: `write` hands the bytes to the logger, which copies them into its blocks. */
+const line = new LineBytes(8192);
+/** Where `serialise` encodes (tests and tools; the proxy's own lines go through `write`). */
+const scratch = new LineBytes(8192);
+/** URLs are clipped to this many characters. */
+const URL_MAX = 1536;
 
 /**
  * The facts about one request or tunnel, filled in along the request path and written as
@@ -181,59 +201,112 @@ export class AccessRecord {
     return rec;
   }
 
-  /**
-   * The JSON line: `prefix` then the fields in a fixed order, undefined fields left out (as pino
-   * does). Values the proxy produced or validated (IPs, ids, reasons) need no escaping; what a
-   * client chose is escaped and clipped so a line stays below 4 KiB.
-   */
+  /** The JSON line, as text: `prefix` (`{"level":…` without the closing brace) then the fields (see `encode`). */
   serialise(prefix: string): string {
+    const n = this.encode(scratch, AccessPrefix.fixed(prefix));
+    return scratch.buf.toString('utf8', 0, n);
+  }
+
+  /**
+   * Encodes the line into `out` and returns its length: `prefix` then the fields in a fixed
+   * order, undefined fields left out (as pino does). Values the proxy produced or validated (IPs,
+   * ids, reasons) need no escaping; what a client chose is escaped and clipped so a line stays
+   * small.
+   */
+  encode(out: LineBytes, prefix: AccessPrefix): number {
     const ms = this.finish();
-    return `${prefix}${this.connText()}${this.targetText()}${opt('url', this.url, 1536)}${this.upstreamText()}` +
-      `,"status":${this.status},"bytes_in":${this.bytes_in},"bytes_out":${this.bytes_out}${this.ttfb_ms === undefined ? '' : `,"ttfb_ms":${ms2(this.ttfb_ms)}`},"duration_ms":${ms2(ms)}` +
-      `${this.decisionText()}${this.report === undefined ? '' : `,"report":${q(this.report, 1024)}`},"inspected":${this.inspected}${this.identityText()}` +
-      `${this.dlp === undefined && this.incident === undefined && this.icap === undefined && !this.dlp_unscanned ? '' : this.inspectionText()}${opt('user_agent', this.user_agent, 256)}}\n`;
+    const head = headOf(prefix.bytes, this.connPiece(), this.targetPiece(), this.upstreamPiece(), this.decisionPiece(), this.identityPiece(),
+      this.device_id === undefined && this.device_trust === undefined ? EMPTY : this.devicePiece());
+    const inspection = this.dlp === undefined && this.incident === undefined && this.icap === undefined && !this.dlp_unscanned ? '' : this.inspectionText();
+    out.start(head.length + 3 * inspection.length + quotedBound(this.url, URL_MAX) + quotedBound(this.report, 1024) + quotedBound(this.user_agent, 256) + 256);
+    out.raw(head);
+    if (prefix.timeAt >= 0) out.over(prefix.timeAt, prefix.time);
+    if (this.client_port !== undefined) {
+      out.raw(K.clientPort);
+      out.int(this.client_port);
+    }
+    if (this.url !== undefined) {
+      out.raw(K.url);
+      out.str(this.url, URL_MAX);
+    }
+    out.raw(K.status);
+    out.int(this.status);
+    out.raw(K.bytesIn);
+    out.int(this.bytes_in);
+    out.raw(K.bytesOut);
+    out.int(this.bytes_out);
+    if (this.ttfb_ms !== undefined) {
+      out.raw(K.ttfb);
+      out.ms2(this.ttfb_ms);
+    }
+    out.raw(K.duration);
+    out.ms2(ms);
+    if (this.report !== undefined) {
+      out.raw(K.report);
+      out.str(this.report, 1024);
+    }
+    out.raw(this.inspected ? K.inspected : K.notInspected);
+    if (inspection !== '') out.text(inspection);
+    if (this.user_agent !== undefined) {
+      out.raw(K.userAgent);
+      out.str(this.user_agent, 256);
+    }
+    out.raw(K.end);
+    return out.pos;
   }
 
-  private connText(): string {
+  private connPiece(): Buffer {
     const p = connPiece;
-    if (same(p, this.kind, this.listener, this.client_ip, this.client_port)) return p.s;
-    return (p.s = `,"kind":"${this.kind}","listener":"${this.listener}"${this.client_ip === undefined ? '' : `,"client_ip":"${this.client_ip}"`}` +
-      `${this.client_port === undefined ? '' : `,"client_port":${this.client_port}`}`);
+    if (same(p, this.kind, this.listener, this.client_ip, undefined, undefined)) return p.s!;
+    return (p.s = bytes(`,"kind":"${this.kind}","listener":"${this.listener}"${this.client_ip === undefined ? '' : `,"client_ip":"${this.client_ip}"`}`));
   }
 
-  private targetText(): string {
+  private targetPiece(): Buffer {
     const p = targetPiece;
-    if (same(p, this.method, this.scheme, this.host, this.port)) return p.s;
-    return (p.s = `${opt('method', this.method, 32)}${this.scheme === undefined ? '' : `,"scheme":"${this.scheme}"`}${opt('host', this.host, 256)}` +
-      `${this.port === undefined ? '' : `,"port":${this.port}`}`);
+    if (same(p, this.method, this.scheme, this.host, this.port, undefined)) return p.s!;
+    return (p.s = bytes(`${opt('method', this.method, 32)}${this.scheme === undefined ? '' : `,"scheme":"${this.scheme}"`}${opt('host', this.host, 256)}` +
+      `${this.port === undefined ? '' : `,"port":${this.port}`}`));
   }
 
-  private upstreamText(): string {
+  private upstreamPiece(): Buffer {
     const p = upstreamPiece;
-    if (same(p, this.resolved_ip, this.egress_node, this.egress_ip, undefined)) return p.s;
-    return (p.s = `${this.resolved_ip === undefined ? '' : `,"resolved_ip":"${this.resolved_ip}"`}${opt('egress_node', this.egress_node, 256)}` +
-      `${this.egress_ip === undefined ? '' : `,"egress_ip":"${this.egress_ip}"`}`);
+    if (same(p, this.resolved_ip, this.egress_node, this.egress_ip, undefined, undefined)) return p.s!;
+    return (p.s = bytes(`${this.resolved_ip === undefined ? '' : `,"resolved_ip":"${this.resolved_ip}"`}${opt('egress_node', this.egress_node, 256)}` +
+      `${this.egress_ip === undefined ? '' : `,"egress_ip":"${this.egress_ip}"`}`));
   }
 
-  private decisionText(): string {
+  private decisionPiece(): Buffer {
     const p = decisionPiece;
-    if (same(p, this.decision, this.reason, this.rule, this.policy_version)) return p.s;
-    return (p.s = `,"decision":"${this.decision}","reason":"${this.reason}"${opt('rule', this.rule, 256)}` +
-      `${this.policy_version === undefined ? '' : `,"policy_version":"${this.policy_version}"`}`);
+    if (same(p, this.decision, this.reason, this.rule, this.policy_version, undefined)) return p.s!;
+    return (p.s = bytes(`,"decision":"${this.decision}","reason":"${this.reason}"${opt('rule', this.rule, 256)}` +
+      `${this.policy_version === undefined ? '' : `,"policy_version":"${this.policy_version}"`}`));
   }
 
-  private identityText(): string {
-    const device = this.device_id === undefined && this.device_trust === undefined ? '' :
-      `${opt('device_id', this.device_id, 256)}${opt('device_trust', this.device_trust, 256)}`;
+  private identityPiece(): Buffer {
     const p = this.principal;
     // The fields are the principal's unless something changed them after `identify` (a portal step).
     const own = p !== undefined && this.auth === p.method && this.user === p.user && this.email === p.email && this.service === p.service;
-    let c = own ? identityPieces.get(p) : undefined;
-    if (c === undefined || c.groups !== this.groups) {
-      c = { groups: this.groups, s: `,"auth":"${this.auth}"${opt('user', this.user, 256)}${opt('email', this.email, 256)}${opt('groups', this.groups, 512)}${opt('service', this.service, 256)}` };
-      if (own) identityPieces.set(p, c);
+    if (!own) {
+      const q = identityPiece;
+      if (same(q, this.auth, this.user, this.email, this.groups, this.service)) return q.s!;
+      return (q.s = bytes(this.identityText()));
     }
-    return device === '' ? c.s : c.s + device;
+    let c = identityPieces.get(p);
+    if (c === undefined || c.groups !== this.groups) {
+      c = { groups: this.groups, s: bytes(this.identityText()) };
+      identityPieces.set(p, c);
+    }
+    return c.s;
+  }
+
+  private identityText(): string {
+    return `,"auth":"${this.auth}"${opt('user', this.user, 256)}${opt('email', this.email, 256)}${opt('groups', this.groups, 512)}${opt('service', this.service, 256)}`;
+  }
+
+  private devicePiece(): Buffer {
+    const p = devicePiece;
+    if (same(p, this.device_id, this.device_trust, undefined, undefined, undefined)) return p.s!;
+    return (p.s = bytes(`${opt('device_id', this.device_id, 256)}${opt('device_trust', this.device_trust, 256)}`));
   }
 
   private inspectionText(): string {
@@ -253,8 +326,10 @@ export class AccessRecord {
   write(logger: ProxyLogger): void {
     if (this.written) return;
     this.written = true;
-    if (logger.accessEnabled) logger.writeAccess(this.serialise(logger.accessPrefix()));
-    else this.finish();
+    if (logger.accessEnabled) {
+      const n = this.encode(line, logger.accessHead());
+      logger.writeAccessBytes(line.buf, n);
+    } else this.finish();
     const seen = observers.get(logger);
     if (seen !== undefined) for (const fn of seen) fn(this);
   }

@@ -74,6 +74,17 @@ export class FdOutput {
     this.filled(this.cur.write(line, this.curBytes));
   }
 
+  /** Queues one line already encoded, `src[0, bytes)` (copied); writes a block once enough lines wait. */
+  addBytes(src: Buffer, bytes: number): void {
+    if (this.curBytes > 0 && this.curBytes + bytes > this.limit()) this.seal();
+    if (bytes > this.cur.length) {
+      this.alone(Buffer.from(src.subarray(0, bytes)), bytes);
+      return;
+    }
+    src.copy(this.cur, this.curBytes, 0, bytes);
+    this.filled(bytes);
+  }
+
   /** True when lines are waiting in the block being filled (a flush timer should come). */
   get filling(): boolean {
     return this.curBytes > 0;

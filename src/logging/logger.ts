@@ -1,6 +1,7 @@
 import { basename, dirname, extname, join, resolve } from 'node:path';
 import pino, { type Logger } from 'pino';
 import type { LoadedConfig } from '../config/load.js';
+import { AccessPrefix } from './access-prefix.js';
 import { FdOutput, PIPE_BLOCK } from './fd-output.js';
 import { FileOutput, openStdout, type Opened } from './file-sink.js';
 import { LineSink, type SinkStats, type WhenFull } from './sink.js';
@@ -32,10 +33,14 @@ export interface ProxyLogger {
   log: Logger;
   /** Writes one pre-serialised access-log line (see access-record.ts); a no-op above level info. */
   writeAccess(line: string): void;
+  /** Writes the access-log line encoded in `buf[0, bytes)` (copied before this returns); a no-op above level info. */
+  writeAccessBytes(buf: Buffer, bytes: number): void;
   /** False when the level is above info: access lines are neither built nor written. */
   readonly accessEnabled: boolean;
   /** JSON prefix every access line starts with: `{"level":"info","time":"…","node":…,"type":"access"`. */
   accessPrefix(): string;
+  /** The same prefix, encoded, its time brought up to date (see access-prefix.ts). */
+  accessHead(): AccessPrefix;
   /** True while a destination is backlogged under `when_full: fail_closed`: new requests are refused. */
   readonly backlogged: boolean;
   /** True, and counted, when a new request must be refused (503 log_backlog, no access line). */
@@ -132,23 +137,18 @@ export function createLogger(o: LoggerOptions): ProxyLogger {
   for (const msg of later.concat(opened.flatMap((x) => (x.notice ? [x.notice] : [])))) log.warn(msg);
   const node = o.worker === undefined ? JSON.stringify(o.nodeId) : `${JSON.stringify(o.nodeId)},"worker":${o.worker}`;
   const enabled = log.isLevelEnabled('info');
-  let prefixMs = -1;
-  let prefix = '';
+  const prefix = AccessPrefix.live(node);
   return {
     log,
     accessEnabled: enabled,
     writeAccess: (line) => {
       if (enabled) sink.write(line);
     },
-    accessPrefix: () => {
-      // Rebuilt when the millisecond changes; lines finishing in the same one share it.
-      const now = Date.now();
-      if (now !== prefixMs) {
-        prefixMs = now;
-        prefix = `{"level":"info","time":"${new Date(now).toISOString()}","node":${node},"type":"access"`;
-      }
-      return prefix;
+    writeAccessBytes: (buf, bytes) => {
+      if (enabled) sink.writeBytes(buf, bytes);
     },
+    accessPrefix: () => prefix.now().text(),
+    accessHead: () => prefix.now(),
     get backlogged() {
       return sink.backlogged;
     },

@@ -91,6 +91,22 @@ export class LineSink {
     if (lost) this.lose();
   }
 
+  /** Takes one line already encoded, `buf[0, bytes)` (ending in a newline), copied before this returns. */
+  writeBytes(buf: Buffer, bytes: number): void {
+    if (this.closed) return;
+    if (this.o.tamperEvident) return this.writeChained(buf.toString('utf8', 0, bytes));
+    let lost = false;
+    for (const out of this.outputs) {
+      if (!this.admit(out, bytes)) {
+        lost = true;
+        continue;
+      }
+      out.addBytes(buf, bytes);
+      this.wrote(out);
+    }
+    if (lost) this.lose();
+  }
+
   private writeChained(line: string): void {
     const bytes = Buffer.byteLength(line);
     let chained: { prev: string; line: string; hash: string } | undefined;
