@@ -354,6 +354,36 @@ describe('a FIFO destination (in process)', () => {
   });
 });
 
+describe('queued access lines (in process)', () => {
+  it('are written in order at the end of the event loop turn, or at once on flush, and a failing observer costs no line', async () => {
+    const { AccessRecord, observeAccess } = await import('../src/logging/access-record.js');
+    const dir = mkdtempSync(join(tmpdir(), 'egress-queue-'));
+    const path = join(dir, 'access.log');
+    const lg = createLogger({ level: 'info', nodeId: 'q', stdout: false, file: { path, rotate_bytes: 1 << 20, keep: 1 } });
+    const seen: number[] = [];
+    observeAccess(lg, (r) => {
+      if (r.status === 3) throw new Error('observer bug');
+      seen.push(r.status);
+    });
+    const line = (status: number): void => {
+      const rec = new AccessRecord('http', '127.0.0.1', 1000 + status);
+      rec.status = status;
+      rec.write(lg);
+      rec.write(lg); // a second exit path: ignored
+    };
+    for (let i = 1; i <= 5; i++) line(i);
+    expect(seen).toEqual([]); // not yet: the turn has not ended
+    await new Promise((r) => setImmediate(r));
+    expect(seen).toEqual([1, 2, 4, 5]);
+    for (let i = 6; i <= 8; i++) line(i);
+    lg.flush(); // at once, as on exit
+    expect(access(readFileSync(path, 'utf8')).map((l) => [l.status, l.client_port])).toEqual(
+      Array.from({ length: 8 }, (_, i) => [i + 1, 1001 + i]));
+    expect(seen).toEqual([1, 2, 4, 5, 6, 7, 8]);
+    lg.close();
+  });
+});
+
 describe('config validation', () => {
   const problems = (log: Record<string, unknown>): string => {
     try {

@@ -32,9 +32,12 @@ export class AccessPrefix {
 
   /** Brings the time to the current millisecond; returns this. */
   now(): this {
-    if (this.node === undefined) return this;
-    const now = Date.now();
-    if (now === this.ms) return this;
+    return this.at(Date.now());
+  }
+
+  /** Sets the time to `now` (epoch milliseconds); returns this. */
+  at(now: number): this {
+    if (this.node === undefined || now === this.ms) return this;
     const t = this.time;
     if (this.timeAt >= 0 && now >= 0 && Math.floor(now / 1000) === Math.floor(this.ms / 1000)) {
       const m = now % 1000;

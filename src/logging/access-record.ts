@@ -87,8 +87,6 @@ function headOf(prefix: Buffer, conn: Buffer, target: Buffer, upstream: Buffer, 
   h.device = device;
   return (h.s = Buffer.concat([prefix, conn, target, upstream, decision, identity, device]));
 }
-/** Where lines are encoded: `write` hands the bytes to the logger, which copies them into its blocks. */
-const line = new LineBytes(8192);
 /** Where `serialise` encodes (tests and tools; the proxy's own lines go through `write`). */
 const scratch = new LineBytes(8192);
 /** URLs are clipped to this many characters. */
@@ -119,6 +117,8 @@ export class AccessRecord {
   /** Set when the exchange is finished (its line written). */
   duration_ms = 0;
   private elapsed: number | undefined;
+  /** When the exchange ended (epoch milliseconds): the line's time. */
+  private ended = 0;
   bytes_in = 0;
   bytes_out = 0;
   decision: 'allow' | 'deny' | 'error' = 'error';
@@ -157,7 +157,8 @@ export class AccessRecord {
   inspectWanted = false;
   /** True when the proxy saw inside TLS (an intercepted request, or the tunnel that carried them). */
   inspected = false;
-  private written = false;
+  /** Where the line went (set once, by `write`). */
+  private logger: ProxyLogger | undefined;
 
   constructor(kind: ExchangeKind, clientIp: string | undefined, clientPort: number | undefined) {
     this.kind = kind;
@@ -215,6 +216,7 @@ export class AccessRecord {
    */
   encode(out: LineBytes, prefix: AccessPrefix): number {
     const ms = this.finish();
+    prefix.at(this.ended);
     const head = headOf(prefix.bytes, this.connPiece(), this.targetPiece(), this.upstreamPiece(), this.decisionPiece(), this.identityPiece(),
       this.device_id === undefined && this.device_trust === undefined ? EMPTY : this.devicePiece());
     const inspection = this.dlp === undefined && this.incident === undefined && this.icap === undefined && !this.dlp_unscanned ? '' : this.inspectionText();
@@ -318,19 +320,22 @@ export class AccessRecord {
     if (this.elapsed === undefined) {
       this.elapsed = performance.now() - this.start;
       this.duration_ms = Math.round(this.elapsed * 100) / 100;
+      this.ended = Date.now();
     }
     return this.elapsed;
   }
 
   /** Writes the line, once; later calls are ignored so every exit path may call it. */
   write(logger: ProxyLogger): void {
-    if (this.written) return;
-    this.written = true;
-    if (logger.accessEnabled) {
-      const n = this.encode(line, logger.accessHead());
-      logger.writeAccessBytes(line.buf, n);
-    } else this.finish();
-    const seen = observers.get(logger);
+    if (this.logger !== undefined) return;
+    this.logger = logger;
+    this.finish();
+    logger.queueAccess(this);
+  }
+
+  /** Tells the observers (metrics, live view); the logger calls it right after the line is written. */
+  written(): void {
+    const seen = this.logger && observers.get(this.logger);
     if (seen !== undefined) for (const fn of seen) fn(this);
   }
 }
@@ -341,7 +346,7 @@ export type AccessObserver = (rec: AccessRecord) => void;
 // Keyed by logger, so several proxies in one process (tests) keep their own observers.
 const observers = new WeakMap<ProxyLogger, AccessObserver[]>();
 
-/** Calls `fn` with every record written through `logger`, right after its line; `fn` must be cheap and never throw. */
+/** Calls `fn` with every record written through `logger`, right after its line (in the same batch); `fn` must be cheap and never throw. */
 export function observeAccess(logger: ProxyLogger, fn: AccessObserver): void {
   const list = observers.get(logger);
   if (list) list.push(fn);
