@@ -4,7 +4,9 @@
 //   quiet: no access log (log.level: warn) and no metrics (metrics.enabled: false);
 //   full:  every access line written to a rotating file on disk, metrics on and scraped every second;
 // plus direct to the origin and through Squid for scale, in interleaved rounds so a noisy
-// neighbour hits all alike, in alternating order. Target: full costs at most 5% of quiet's request rate.
+// neighbour hits all alike, in alternating order. Then, each round, quiet and full are loaded at
+// the same time on the one core they share. Target: full serves at least 95% as many requests as
+// quiet when they share a core (the steadier measure; one at a time is shown too).
 //   npm run build && node bench/observability.mjs [--seconds 10] [--rounds 4] [--log-dir DIR (default: the temp dir)] [--no-pin]
 import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
@@ -63,6 +65,7 @@ async function main() {
   };
 
   const runs = {};
+  const shared = {};
   let scrapes = 0;
   let lines = 0;
   for (let round = 1; round <= ROUNDS; round++) {
@@ -93,6 +96,21 @@ async function main() {
       if (r.non2xx || r.socket_errors) log(`  ${key}: ${r.non2xx} non-2xx, ${r.socket_errors} socket errors\n${raw}`);
       (runs[key] ??= []).push(r);
     }
+    // Both proxies at once, sharing their core: the scheduler gives each half of it, so the share
+    // of requests each serves is its cost per request, under the very same machine state.
+    // One after the other, a round's two proxies differed by up to 15% for reasons of the moment.
+    {
+      await sleep(1000);
+      log(`quiet + full sharing a core: round ${round}/${ROUNDS} (${SECONDS} s)`);
+      const cpu0 = pair.map((p) => cpuMs(p.pid));
+      const rs = await Promise.all(pair.map((p) => wrk({ originUrl: url, proxyPort: p.port, seconds: SECONDS, dir })));
+      pair.forEach((p, i) => {
+        const { raw, ...r } = rs[i];
+        r.cpu_us_per_req = ((cpuMs(p.pid) - cpu0[i]) * 1000) / r.requests;
+        if (r.non2xx || r.socket_errors) log(`  ${p.key} (shared): ${r.non2xx} non-2xx, ${r.socket_errors} socket errors\n${raw}`);
+        (shared[p.key] ??= []).push(r);
+      });
+    }
     scraping = false;
     await scraper;
     for (const p of pair) {
@@ -111,19 +129,25 @@ async function main() {
     rps: median(rs.map((r) => r.rps)), p99_ms: median(rs.map((r) => r.p99_ms)), cpu_us_per_req: rs[0].cpu_us_per_req === undefined ? undefined : median(rs.map((r) => r.cpu_us_per_req)),
     errors: rs.reduce((a, r) => a + r.non2xx + r.socket_errors, 0), rounds: rs.map((r) => Math.round(r.rps)),
   }]));
-  const cost = 1 - ratio(m.full.rps, m.quiet.rps);
-  const cpuCost = ratio(m.full.cpu_us_per_req, m.quiet.cpu_us_per_req) - 1;
+  // Each round's own pair: how far the rounds agree (a round's two processes share the machine's state of the moment).
+  const paired = (rs, key) => rs.full.map((r, i) => ratio(r[key], rs.quiet[i][key]));
+  const together = paired(shared, 'requests');
+  const cost = 1 - median(together);
+  const seqCost = 1 - ratio(m.full.rps, m.quiet.rps);
+  const cpuCost = median(paired(shared, 'cpu_us_per_req')) - 1;
   console.log(`\negress-proxy logging + metrics cost  ${new Date().toISOString()}  (${ROUNDS} rounds x ${SECONDS} s, median)`);
+  console.log('one at a time (the whole core each):');
   console.log(['', 'req/s', 'p99 ms', 'proxy CPU us/req', 'rounds req/s'].join('\t'));
   for (const [k, v] of Object.entries(m)) console.log([k, fmt(v.rps), fmt(v.p99_ms, 2), fmt(v.cpu_us_per_req, 1), v.rounds.join(' ')].join('\t'));
-  // Each round's own pair: how far the rounds agree (a round's two processes share the machine's state of the moment).
-  const paired = (key) => runs.full.map((r, i) => ratio(r[key], runs.quiet[i][key]));
-  console.log(`\nper round, full/quiet: req/s ${paired('rps').map((x) => fmt(x, 3)).join(' ')}; CPU per request ${paired('cpu_us_per_req').map((x) => fmt(x, 3)).join(' ')}`);
+  console.log(`per round, full/quiet: req/s ${paired(runs, 'rps').map((x) => fmt(x, 3)).join(' ')}; CPU per request ${paired(runs, 'cpu_us_per_req').map((x) => fmt(x, 3)).join(' ')}`);
   console.log(`full/quiet req/s ${fmt(ratio(m.full.rps, m.quiet.rps), 3)}; full/direct ${fmt(ratio(m.full.rps, m.direct.rps), 2)}${m.squid ? `; full/squid ${fmt(ratio(m.full.rps, m.squid.rps), 2)}` : ''}`);
-  console.log(`access lines written by full: ${lines.toLocaleString('en-US')}; /metrics scrapes: ${scrapes}`);
+  console.log(`\nsharing a core (both loaded at once), per round, full/quiet: requests ${together.map((x) => fmt(x, 3)).join(' ')}; CPU per request ${paired(shared, 'cpu_us_per_req').map((x) => fmt(x, 3)).join(' ')}`);
+  const errors = Object.values(shared).flat().reduce((a, r) => a + r.non2xx + r.socket_errors, 0) + Object.values(m).reduce((a, v) => a + v.errors, 0);
+  console.log(`access lines written by full: ${lines.toLocaleString('en-US')}; /metrics scrapes: ${scrapes}; errors: ${errors}`);
   console.log(`\ntargets:\n${targetLines([
-    { name: 'log + metrics cost on req/s <= 5%', value: `${fmt(cost * 100, 1)}%`, status: cost <= 0.05 ? 'PASS' : 'MISS' },
-    { name: '(for reference) CPU per request, full vs quiet', value: `${cpuCost >= 0 ? '+' : ''}${fmt(cpuCost * 100, 1)}%`, status: 'info' },
+    { name: 'log + metrics cost on requests served, sharing a core <= 5%', value: `${fmt(cost * 100, 1)}%`, status: cost <= 0.05 && errors === 0 ? 'PASS' : 'MISS' },
+    { name: '(for reference) the same, one at a time', value: `${fmt(seqCost * 100, 1)}%`, status: 'info' },
+    { name: '(for reference) CPU per request, full vs quiet, sharing a core', value: `${cpuCost >= 0 ? '+' : ''}${fmt(cpuCost * 100, 1)}%`, status: 'info' },
   ])}`);
 }
 
