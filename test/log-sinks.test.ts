@@ -355,7 +355,7 @@ describe('a FIFO destination (in process)', () => {
 });
 
 describe('queued access lines (in process)', () => {
-  it('are written in order at the end of the event loop turn, or at once on flush, and a failing observer costs no line', async () => {
+  it('are written in order at the end of the event loop turn, or at once on flush; a failing encoder or observer costs no other line', async () => {
     const { AccessRecord, observeAccess } = await import('../src/logging/access-record.js');
     const dir = mkdtempSync(join(tmpdir(), 'egress-queue-'));
     const path = join(dir, 'access.log');
@@ -371,7 +371,10 @@ describe('queued access lines (in process)', () => {
       rec.write(lg);
       rec.write(lg); // a second exit path: ignored
     };
-    for (let i = 1; i <= 5; i++) line(i);
+    for (let i = 1; i <= 5; i++) {
+      line(i);
+      if (i === 2) lg.queueAccess({ encode: () => { throw new Error('encoder bug'); }, written: () => undefined });
+    }
     expect(seen).toEqual([]); // not yet: the turn has not ended
     await new Promise((r) => setImmediate(r));
     expect(seen).toEqual([1, 2, 4, 5]);
@@ -380,6 +383,8 @@ describe('queued access lines (in process)', () => {
     expect(access(readFileSync(path, 'utf8')).map((l) => [l.status, l.client_port])).toEqual(
       Array.from({ length: 8 }, (_, i) => [i + 1, 1001 + i]));
     expect(seen).toEqual([1, 2, 4, 5, 6, 7, 8]);
+    const said = parse(readFileSync(path, 'utf8')).filter((l) => l.type !== 'access').map((l) => l.msg);
+    expect(said).toEqual(['an access line could not be encoded and is lost', 'an access-line observer failed']);
     lg.close();
   });
 });

@@ -73,7 +73,9 @@ const EMPTY: Buffer = Buffer.alloc(0);
 // Per principal (a token's or a session's principal object lives as long as its cache entry).
 const identityPieces = new WeakMap<Principal, { groups: string | undefined; s: Buffer }>();
 /** The prefix and the repeating pieces, joined: one copy per line instead of seven. */
-const head: Record<'prefix' | 'conn' | 'target' | 'upstream' | 'decision' | 'identity' | 'device' | 's', Buffer> = { prefix: EMPTY, conn: EMPTY, target: EMPTY, upstream: EMPTY, decision: EMPTY, identity: EMPTY, device: EMPTY, s: EMPTY };
+const head: Record<'prefix' | 'conn' | 'target' | 'upstream' | 'decision' | 'identity' | 'device' | 's', Buffer> = {
+  prefix: EMPTY, conn: EMPTY, target: EMPTY, upstream: EMPTY, decision: EMPTY, identity: EMPTY, device: EMPTY, s: EMPTY,
+};
 function headOf(prefix: Buffer, conn: Buffer, target: Buffer, upstream: Buffer, decision: Buffer, identity: Buffer, device: Buffer): Buffer {
   const h = head;
   if (h.s !== EMPTY && h.prefix === prefix && h.conn === conn && h.target === target && h.upstream === upstream && h.decision === decision &&

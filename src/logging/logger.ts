@@ -48,8 +48,6 @@ export interface ProxyLogger {
    * `line` must not change after it is queued.
    */
   queueAccess(line: QueuedLine): void;
-  /** False when the level is above info: access lines are neither built nor written. */
-  readonly accessEnabled: boolean;
   /** JSON prefix every access line starts with: `{"level":"info","time":"…","node":…,"type":"access"`. */
   accessPrefix(): string;
   /** True while a destination is backlogged under `when_full: fail_closed`: new requests are refused. */
@@ -162,18 +160,21 @@ export function createLogger(o: LoggerOptions): ProxyLogger {
     queue = [];
     for (let i = 0; i < q.length; i++) {
       const line = q[i]!;
-      if (enabled) sink.writeBytes(out.buf, line.encode(out, prefix));
+      // A bug in one line's encoder or observers must cost neither the process nor the lines after it.
+      try {
+        if (enabled) sink.writeBytes(out.buf, line.encode(out, prefix));
+      } catch (err) {
+        ready?.error({ err }, 'an access line could not be encoded and is lost');
+      }
       try {
         line.written();
       } catch (err) {
-        // An observer's bug must not cost the lines after it.
         ready?.error({ err }, 'an access-line observer failed');
       }
     }
   };
   return {
     log,
-    accessEnabled: enabled,
     writeAccess: (line) => {
       if (enabled) sink.write(line);
     },
