@@ -72,23 +72,25 @@ const devicePiece = piece();
 const EMPTY: Buffer = Buffer.alloc(0);
 // Per principal (a token's or a session's principal object lives as long as its cache entry).
 const identityPieces = new WeakMap<Principal, { groups: string | undefined; s: Buffer }>();
-/** The prefix and the repeating pieces, joined: one copy per line instead of seven. */
-const head: Record<'prefix' | 'conn' | 'target' | 'upstream' | 'decision' | 'identity' | 'device' | 's', Buffer> = {
-  prefix: EMPTY, conn: EMPTY, target: EMPTY, upstream: EMPTY, decision: EMPTY, identity: EMPTY, device: EMPTY, s: EMPTY,
-};
-function headOf(prefix: Buffer, conn: Buffer, target: Buffer, upstream: Buffer, decision: Buffer, identity: Buffer, device: Buffer): Buffer {
-  const h = head;
-  if (h.s !== EMPTY && h.prefix === prefix && h.conn === conn && h.target === target && h.upstream === upstream && h.decision === decision &&
-    h.identity === identity && h.device === device) return h.s;
-  h.prefix = prefix;
-  h.conn = conn;
-  h.target = target;
-  h.upstream = upstream;
-  h.decision = decision;
-  h.identity = identity;
-  h.device = device;
-  return (h.s = Buffer.concat([prefix, conn, target, upstream, decision, identity, device]));
+/** Pieces that follow one another in a line, joined and kept while they stay the same: one copy instead of several. */
+interface Joined {
+  parts: [Buffer, Buffer, Buffer, Buffer, Buffer];
+  s: Buffer;
 }
+const joined = (): Joined => ({ parts: [EMPTY, EMPTY, EMPTY, EMPTY, EMPTY], s: EMPTY });
+function join(j: Joined, a: Buffer, b: Buffer, c: Buffer, d: Buffer, e: Buffer): Buffer {
+  const p = j.parts;
+  if (j.s !== EMPTY && p[0] === a && p[1] === b && p[2] === c && p[3] === d && p[4] === e) return j.s;
+  p[0] = a;
+  p[1] = b;
+  p[2] = c;
+  p[3] = d;
+  p[4] = e;
+  return (j.s = Buffer.concat(p));
+}
+// The prefix and the client's connection; then, after the client's port, the rest that repeats.
+const head = joined();
+const middle = joined();
 /** Where `serialise` encodes (tests and tools; the proxy's own lines go through `write`). */
 const scratch = new LineBytes(8192);
 /** URLs are clipped to this many characters. */
@@ -219,16 +221,19 @@ export class AccessRecord {
   encode(out: LineBytes, prefix: AccessPrefix): number {
     const ms = this.finish();
     prefix.at(this.ended);
-    const head = headOf(prefix.bytes, this.connPiece(), this.targetPiece(), this.upstreamPiece(), this.decisionPiece(), this.identityPiece(),
+    const start = join(head, prefix.bytes, this.connPiece(), EMPTY, EMPTY, EMPTY);
+    const rest = join(middle, this.targetPiece(), this.upstreamPiece(), this.decisionPiece(), this.identityPiece(),
       this.device_id === undefined && this.device_trust === undefined ? EMPTY : this.devicePiece());
     const inspection = this.dlp === undefined && this.incident === undefined && this.icap === undefined && !this.dlp_unscanned ? '' : this.inspectionText();
-    out.start(head.length + 3 * inspection.length + quotedBound(this.url, URL_MAX) + quotedBound(this.report, 1024) + quotedBound(this.user_agent, 256) + 256);
-    out.raw(head);
+    out.start(start.length + rest.length + 3 * inspection.length + quotedBound(this.url, URL_MAX) + quotedBound(this.report, 1024) +
+      quotedBound(this.user_agent, 256) + 256);
+    out.raw(start);
     if (prefix.timeAt >= 0) out.over(prefix.timeAt, prefix.time);
     if (this.client_port !== undefined) {
       out.raw(K.clientPort);
       out.int(this.client_port);
     }
+    out.raw(rest);
     if (this.url !== undefined) {
       out.raw(K.url);
       out.str(this.url, URL_MAX);
