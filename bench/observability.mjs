@@ -132,8 +132,9 @@ async function main() {
   // Each round's own pair: how far the rounds agree (a round's two processes share the machine's state of the moment).
   const paired = (rs, key) => rs.full.map((r, i) => ratio(r[key], rs.quiet[i][key]));
   const together = paired(shared, 'requests');
-  const cost = 1 - median(together);
   const seqCost = 1 - ratio(m.full.rps, m.quiet.rps);
+  // Unpinned, the two proxies do not share one core, and their shares say nothing of their costs.
+  const cost = pinned ? 1 - median(together) : seqCost;
   const cpuCost = median(paired(shared, 'cpu_us_per_req')) - 1;
   console.log(`\negress-proxy logging + metrics cost  ${new Date().toISOString()}  (${ROUNDS} rounds x ${SECONDS} s, median)`);
   console.log('one at a time (the whole core each):');
@@ -145,9 +146,9 @@ async function main() {
   const errors = Object.values(shared).flat().reduce((a, r) => a + r.non2xx + r.socket_errors, 0) + Object.values(m).reduce((a, v) => a + v.errors, 0);
   console.log(`access lines written by full: ${lines.toLocaleString('en-US')}; /metrics scrapes: ${scrapes}; errors: ${errors}`);
   console.log(`\ntargets:\n${targetLines([
-    { name: 'log + metrics cost on requests served, sharing a core <= 5%', value: `${fmt(cost * 100, 1)}%`, status: cost <= 0.05 && errors === 0 ? 'PASS' : 'MISS' },
-    { name: '(for reference) the same, one at a time', value: `${fmt(seqCost * 100, 1)}%`, status: 'info' },
-    { name: '(for reference) CPU per request, full vs quiet, sharing a core', value: `${cpuCost >= 0 ? '+' : ''}${fmt(cpuCost * 100, 1)}%`, status: 'info' },
+    { name: `log + metrics cost on requests served, ${pinned ? 'sharing a core' : 'one at a time (not pinned)'} <= 5%`, value: `${fmt(cost * 100, 1)}%`, status: cost <= 0.05 && errors === 0 ? 'PASS' : 'MISS' },
+    ...(pinned ? [{ name: '(for reference) the same, one at a time', value: `${fmt(seqCost * 100, 1)}%`, status: 'info' }] : []),
+    { name: `(for reference) CPU per request, full vs quiet, ${pinned ? 'sharing a core' : 'loaded at once'}`, value: `${cpuCost >= 0 ? '+' : ''}${fmt(cpuCost * 100, 1)}%`, status: 'info' },
   ])}`);
 }
 
