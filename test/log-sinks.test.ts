@@ -379,10 +379,15 @@ describe('queued access lines (in process)', () => {
     await new Promise((r) => setImmediate(r));
     expect(seen).toEqual([1, 2, 4, 5]);
     for (let i = 6; i <= 8; i++) line(i);
+    // A line longer than the encoder's buffer (9 KB of escapes) grows it and arrives whole.
+    const long = new AccessRecord('http', '127.0.0.1', 999);
+    long.url = '\u0001'.repeat(1500);
+    long.write(lg);
     lg.flush(); // at once, as on exit
-    expect(access(readFileSync(path, 'utf8')).map((l) => [l.status, l.client_port])).toEqual(
-      Array.from({ length: 8 }, (_, i) => [i + 1, 1001 + i]));
-    expect(seen).toEqual([1, 2, 4, 5, 6, 7, 8]);
+    const lines = access(readFileSync(path, 'utf8'));
+    expect(lines.map((l) => [l.status, l.client_port])).toEqual([...Array.from({ length: 8 }, (_, i) => [i + 1, 1001 + i]), [0, 999]]);
+    expect(lines[8]!.url).toBe('\u0001'.repeat(1500));
+    expect(seen).toEqual([1, 2, 4, 5, 6, 7, 8, 0]);
     const said = parse(readFileSync(path, 'utf8')).filter((l) => l.type !== 'access').map((l) => l.msg);
     expect(said).toEqual(['an access line could not be encoded and is lost', 'an access-line observer failed']);
     lg.close();

@@ -162,7 +162,10 @@ export function createLogger(o: LoggerOptions): ProxyLogger {
       const line = q[i]!;
       // A bug in one line's encoder or observers must cost neither the process nor the lines after it.
       try {
-        if (enabled) sink.writeBytes(out.buf, line.encode(out, prefix));
+        if (enabled) {
+          const n = line.encode(out, prefix); // first: a long line grows the buffer
+          sink.writeBytes(out.buf, n);
+        }
       } catch (err) {
         ready?.error({ err }, 'an access line could not be encoded and is lost');
       }
