@@ -72,25 +72,13 @@ const devicePiece = piece();
 const EMPTY: Buffer = Buffer.alloc(0);
 // Per principal (a token's or a session's principal object lives as long as its cache entry).
 const identityPieces = new WeakMap<Principal, { groups: string | undefined; s: Buffer }>();
-/** Pieces that follow one another in a line, joined and kept while they stay the same: one copy instead of several. */
-interface Joined {
-  parts: [Buffer, Buffer, Buffer, Buffer, Buffer];
-  s: Buffer;
-}
-const joined = (): Joined => ({ parts: [EMPTY, EMPTY, EMPTY, EMPTY, EMPTY], s: EMPTY });
-function join(j: Joined, a: Buffer, b: Buffer, c: Buffer, d: Buffer, e: Buffer): Buffer {
-  const p = j.parts;
-  if (j.s !== EMPTY && p[0] === a && p[1] === b && p[2] === c && p[3] === d && p[4] === e) return j.s;
-  p[0] = a;
-  p[1] = b;
-  p[2] = c;
-  p[3] = d;
-  p[4] = e;
-  return (j.s = Buffer.concat(p));
+/** `a` to `e` joined, kept in `p` while they stay the same objects: one copy per line instead of several. */
+function join(p: Piece, a: Buffer, b: Buffer, c: Buffer, d: Buffer, e: Buffer): Buffer {
+  return same(p, a, b, c, d, e) ? p.s! : (p.s = Buffer.concat([a, b, c, d, e]));
 }
 // The prefix and the client's connection; then, after the client's port, the rest that repeats.
-const head = joined();
-const middle = joined();
+const head = piece();
+const middle = piece();
 /** Where `serialise` encodes (tests and tools; the proxy's own lines go through `write`). */
 const scratch = new LineBytes(8192);
 /** URLs are clipped to this many characters. */

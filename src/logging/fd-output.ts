@@ -51,29 +51,6 @@ export class FdOutput {
     this.owned = true;
   }
 
-  /** Queues one line; writes a block once enough lines wait, unless the destination is stalled. */
-  add(line: string): void {
-    const at = this.curBytes;
-    // Encoded straight into the block when it surely fits (3 bytes per UTF-16 unit at most)...
-    if (line.length * 3 <= this.cur.length - at) {
-      const n = this.cur.write(line, at);
-      if (at > 0 && at + n > this.limit()) {
-        // ...and if that takes the block past its size, the block goes without it: the line moves to the front of the next one.
-        this.seal();
-        this.cur.copyWithin(0, at, at + n);
-      }
-      this.filled(n);
-      return;
-    }
-    const bytes = Buffer.byteLength(line);
-    if (at > 0 && at + bytes > this.limit()) this.seal();
-    if (bytes > this.cur.length) {
-      this.alone(Buffer.from(line), bytes);
-      return;
-    }
-    this.filled(this.cur.write(line, this.curBytes));
-  }
-
   /** Queues one line already encoded, `src[0, bytes)` (copied); writes a block once enough lines wait. */
   addBytes(src: Buffer, bytes: number): void {
     if (this.curBytes > 0 && this.curBytes + bytes > this.limit()) this.seal();
@@ -172,7 +149,7 @@ export class FdOutput {
     return Math.min(this.maxBlock, this.room());
   }
 
-  /** Counts a line of `bytes` just encoded at the end of the block (after `seal` moved it, at the front). */
+  /** Counts a line of `bytes` just copied to the end of the block. */
   private filled(bytes: number): void {
     this.curBytes += bytes;
     this.curLines++;
@@ -180,7 +157,7 @@ export class FdOutput {
     if (this.curBytes >= this.limit() - (PIPE_BLOCK - MIN_BLOCK)) this.seal();
   }
 
-  /** A line longer than a block is a block of its own (the block being filled is empty: see `add`). */
+  /** A line longer than a block is a block of its own (the block being filled is empty: see `addBytes`). */
   private alone(data: Buffer, bytes: number): void {
     this.queued += bytes;
     this.blocks.push({ data, lines: 1 });

@@ -23,9 +23,7 @@ export class LineBytes {
     const n = b.length;
     // A field name is cheaper to copy byte by byte than through TypedArray#set's checks.
     if (n <= 24) {
-      const buf = this.buf;
-      const at = this.pos;
-      for (let i = 0; i < n; i++) buf[at + i] = b[i]!;
+      this.over(this.pos, b);
     } else {
       this.buf.set(b, this.pos);
     }

@@ -1,6 +1,7 @@
 import { writeSync } from 'node:fs';
 import { chainLine } from './chain.js';
 import type { FdOutput } from './fd-output.js';
+import { LineBytes } from './line-bytes.js';
 
 /** What to do when a destination stops taking lines and the buffer is full. */
 export type WhenFull = 'fail_closed' | 'drop';
@@ -66,6 +67,8 @@ export class LineSink {
   private flushTimer: NodeJS.Timeout | undefined;
   private waiters: Array<() => void> = [];
   private closed = false;
+  /** Where lines given as text are encoded before they are copied into the destinations' blocks. */
+  private readonly text = new LineBytes(4096);
 
   constructor(private readonly o: SinkOptions) {
     this.outputs = o.outputs;
@@ -78,23 +81,18 @@ export class LineSink {
   write(line: string): void {
     if (this.closed) return;
     if (this.o.tamperEvident) return this.writeChained(line);
-    let lost = false;
-    for (const out of this.outputs) {
-      // Admission counts characters (at most the line's bytes): the exact size is known once it is encoded.
-      if (!this.admit(out, line.length)) {
-        lost = true;
-        continue;
-      }
-      out.add(line);
-      this.wrote(out);
-    }
-    if (lost) this.lose();
+    this.put(this.encoded(line), this.text.pos);
   }
 
   /** Takes one line already encoded, `buf[0, bytes)` (ending in a newline), copied before this returns. */
   writeBytes(buf: Buffer, bytes: number): void {
     if (this.closed) return;
     if (this.o.tamperEvident) return this.writeChained(buf.toString('utf8', 0, bytes));
+    this.put(buf, bytes);
+  }
+
+  /** Copies `buf[0, bytes)` into every destination that has room for it. */
+  private put(buf: Buffer, bytes: number): void {
     let lost = false;
     for (const out of this.outputs) {
       if (!this.admit(out, bytes)) {
@@ -107,9 +105,16 @@ export class LineSink {
     if (lost) this.lose();
   }
 
+  /** `line` encoded as UTF-8 into the reused `text` buffer (its bytes end at `text.pos`). */
+  private encoded(line: string): Buffer {
+    this.text.start(3 * line.length);
+    this.text.text(line);
+    return this.text.buf;
+  }
+
   private writeChained(line: string): void {
     const bytes = Buffer.byteLength(line);
-    let chained: { prev: string; line: string; hash: string } | undefined;
+    let chained: { prev: string; hash: string; bytes: number } | undefined;
     let lost = false;
     for (const out of this.outputs) {
       // "prev":"<64 hex>", is 74 bytes (no comma into an empty object).
@@ -118,10 +123,14 @@ export class LineSink {
         lost = true;
         continue;
       }
-      // Outputs that saw the same lines share one hash computation.
-      if (chained?.prev !== out.lastHash) chained = { prev: out.lastHash, ...chainLine(line, out.lastHash) };
+      // Outputs that saw the same lines share one hash computation (and its encoding in `text`).
+      if (chained?.prev !== out.lastHash) {
+        const c = chainLine(line, out.lastHash);
+        this.encoded(c.line);
+        chained = { prev: out.lastHash, hash: c.hash, bytes: this.text.pos };
+      }
       out.lastHash = chained.hash;
-      out.add(chained.line);
+      out.addBytes(this.text.buf, chained.bytes);
       this.wrote(out);
     }
     if (lost) this.lose();
