@@ -45,7 +45,7 @@ export class LineBytes {
   int(n: number): void {
     if (!(n >= 0 && n <= 0x7fffffff && (n | 0) === n)) return this.text(String(n));
     const buf = this.buf;
-    let at = this.pos + (n < 10 ? 1 : n < 100 ? 2 : n < 1000 ? 3 : n < 10000 ? 4 : n < 100000 ? 5 : digits(n));
+    let at = this.pos + digits(n);
     this.pos = at;
     let x = n;
     do {

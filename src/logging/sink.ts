@@ -113,21 +113,18 @@ export class LineSink {
   }
 
   private writeChained(line: string): void {
-    const bytes = Buffer.byteLength(line);
     let chained: { prev: string; hash: string; bytes: number } | undefined;
     let lost = false;
     for (const out of this.outputs) {
-      // "prev":"<64 hex>", is 74 bytes (no comma into an empty object).
-      const add = bytes + (line.charCodeAt(1) === 125 ? 73 : 74);
-      if (!this.admit(out, add)) {
-        lost = true;
-        continue;
-      }
       // Outputs that saw the same lines share one hash computation (and its encoding in `text`).
       if (chained?.prev !== out.lastHash) {
         const c = chainLine(line, out.lastHash);
         this.encoded(c.line);
         chained = { prev: out.lastHash, hash: c.hash, bytes: this.text.pos };
+      }
+      if (!this.admit(out, chained.bytes)) {
+        lost = true;
+        continue;
       }
       out.lastHash = chained.hash;
       out.addBytes(this.text.buf, chained.bytes);
