@@ -104,7 +104,7 @@ beforeAll(async () => {
   writeFileSync(join(proxy.dir, 'policies', 'signed-in.yaml'), stringify({ version: 'v1', rules: [{ id: 'signed-in', action: 'allow', when: { anonymous: false } }] }));
   expect(await proxy.running.reload()).toBe(true);
   // Chromium trusts the interception leaves by their shared key's SPKI hash.
-  const leaf = proxy.running.runtime.inspection!.minter.get('app.test').certPem;
+  const leaf = proxy.running.runtime.inspection!.minter.certificate('app.test');
   const spki = createHash('sha256').update(new X509Certificate(leaf).publicKey.export({ type: 'spki', format: 'der' })).digest('base64');
   browser = await launchThroughProxy(`http://127.0.0.1:${proxy.port}`, [`--ignore-certificate-errors-spki-list=${spki}`]);
 }, 60_000);

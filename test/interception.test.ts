@@ -237,7 +237,7 @@ describe('TLS interception', () => {
   it('headless Chromium loads an HTTPS page through the proxy, inspected', async () => {
     const { readFileSync } = await import('node:fs');
     // Chromium trusts the shared leaf key by its SPKI hash (no system trust store is touched).
-    const leafPem = proxy.running.runtime.inspection!.minter.get('app.test').certPem;
+    const leafPem = proxy.running.runtime.inspection!.minter.certificate('app.test');
     const spki = new X509Certificate(leafPem).publicKey.export({ type: 'spki', format: 'der' });
     const hash = createHash('sha256').update(spki).digest('base64');
     expect(readFileSync(proxyCaFile, 'utf8')).toContain('BEGIN CERTIFICATE');

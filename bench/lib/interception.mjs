@@ -39,7 +39,7 @@ export async function startDns() {
  * cert is trusted with `upstream_ca_file` (the documented way), or with `trust: 'env'` through
  * NODE_EXTRA_CA_CERTS, to show what a new upstream connection costs without that option.
  */
-export async function startInterceptingProxy(dir, { originCert, trust = 'file' }) {
+export async function startInterceptingProxy(dir, { originCert, trust = 'file', nodeArgs = [] }) {
   const pdir = join(dir, 'proxy');
   const ca = join(pdir, 'ca');
   mkdirSync(join(pdir, 'policies'), { recursive: true });
@@ -59,7 +59,7 @@ export async function startInterceptingProxy(dir, { originCert, trust = 'file' }
     `inspection: {enabled: true, ca_dir: ${ca}${trust === 'file' ? `, upstream_ca_file: ${originCert}` : ''}}`, '',
   ].join('\n'));
   // Access log to /dev/null, as in the main bench: the JSON is still built and written.
-  const child = start('node', [cli, 'start', '--config', join(pdir, 'proxy.yaml'), '--policies', join(pdir, 'policies')],
+  const child = start('node', [...nodeArgs, cli, 'start', '--config', join(pdir, 'proxy.yaml'), '--policies', join(pdir, 'policies')],
     { fdLimit: await fdLimit(), stdout: '/dev/null', stderr: join(dir, 'proxy.stderr'),
       env: trust === 'env' ? { ...cleanEnv(), NODE_EXTRA_CA_CERTS: originCert } : undefined });
   await waitListening('127.0.0.1', port, { child });

@@ -96,10 +96,10 @@ function terminate(rt: ProxyRuntime, rec: AccessRecord, client: Socket, hello: B
   // TLSSocket reads them first, then takes over the handle. Resuming the plain socket would stall it.
   client.pause();
   client.unshift(hello);
-  const leaf = inspection.minter.get(tunnel.host);
+  const context = inspection.minter.contextFor(tunnel.host);
   const tls = new TLSSocket(client, {
     isServer: true,
-    secureContext: leaf.context,
+    secureContext: context,
     ALPNProtocols: ['http/1.1'],
   });
   rec.inspected = true;

@@ -12,17 +12,25 @@ export interface MintOptions {
   cacheSize: number;
 }
 
-/** What a minted leaf is: its TLS context and PEM (PEM kept for tests and for `ca` tooling). */
-export interface Leaf {
-  context: SecureContext;
+/** A minted leaf: its PEM, and its own TLS context once the host has come back. */
+interface Leaf {
   certPem: string;
+  context: SecureContext | undefined;
 }
+
+/** The native half of a SecureContext; `setCert` replaces its certificate (Node has used it since 0.x). */
+type NativeContext = { setCert?: (pem: string) => void };
 
 /**
  * Mints the certificates the proxy shows to clients it intercepts: one per host, signed by the
  * interception CA, all sharing one ECDSA P-256 key pair (as mitmproxy does) so a new host costs a
  * signature, not a key generation. Leaves are cached; concurrent first requests for a host share
  * one minting.
+ *
+ * A TLS context of its own costs a host about 0.8 ms (OpenSSL 3 decodes the shared key again for
+ * each), three times a signature. So a host's first handshake borrows one shared context, keyed
+ * once, whose certificate is swapped for the host's just before the handshake takes a copy of it;
+ * a host that comes back gets its own context.
  */
 export class LeafMinter {
   private readonly key: KeyObject;
@@ -30,6 +38,8 @@ export class LeafMinter {
   private readonly cache: LRUCache<string, Leaf>;
   private readonly issuer: forge.asn1.Asn1;
   private readonly chain: string;
+  private readonly shared: SecureContext;
+  private readonly swap: ((pem: string) => void) | undefined;
   /** Number of leaves minted (cache misses), for metrics and tests. */
   minted = 0;
   /** Number of leaves served from the cache. */
@@ -46,25 +56,53 @@ export class LeafMinter {
     // A self-signed root is already in every trusting client's store; sending it costs a parse per
     // leaf (~0.25 ms) and bytes per handshake. An intermediate CA must be sent.
     this.chain = ca.cert.issuer === ca.cert.subject ? '' : ca.certPem;
+    this.shared = this.contextOf(this.sign('shared.invalid'));
+    const native = (this.shared as SecureContext & { context?: NativeContext }).context;
+    // Without the native setter (a future Node), every host gets its own context at once.
+    this.swap = typeof native?.setCert === 'function' ? native.setCert.bind(native) : undefined;
   }
 
-  /** The leaf for `host` (a DNS name or an IP address), from cache or freshly signed. */
-  get(host: string): Leaf {
-    const key = host.toLowerCase();
-    let leaf = this.cache.get(key);
-    if (leaf) this.hits++;
-    else {
-      // Signing is synchronous, so callers in the same tick cannot race: the first one fills the cache.
-      leaf = this.mint(key);
-      this.cache.set(key, leaf);
+  /**
+   * The TLS context to show a client asking for `host` (a DNS name or an IP address). Create the
+   * TLSSocket with it at once, in the same tick: a first visit's context is the shared one, and
+   * the next first visit changes its certificate (a socket copies it when it is created).
+   */
+  contextFor(host: string): SecureContext {
+    const name = host.toLowerCase();
+    const leaf = this.cache.get(name);
+    if (leaf) {
+      this.hits++;
+      leaf.context ??= this.contextOf(leaf.certPem);
+      return leaf.context;
     }
-    return leaf;
+    // Signing is synchronous, so callers in the same tick cannot race: the first one fills the cache.
+    const fresh: Leaf = { certPem: this.sign(name), context: undefined };
+    this.minted++;
+    this.cache.set(name, fresh);
+    if (!this.swap) return (fresh.context = this.contextOf(fresh.certPem));
+    this.swap(fresh.certPem + this.chain);
+    return this.shared;
   }
 
-  private mint(host: string): Leaf {
+  /** The PEM certificate shown for `host` (minted if it is not cached), for tools and tests. */
+  certificate(host: string): string {
+    const name = host.toLowerCase();
+    const leaf = this.cache.get(name);
+    if (leaf) return leaf.certPem;
+    const certPem = this.sign(name);
+    this.minted++;
+    this.cache.set(name, { certPem, context: undefined });
+    return certPem;
+  }
+
+  private contextOf(certPem: string): SecureContext {
+    return createSecureContext({ cert: certPem + this.chain, key: this.keyPem, minVersion: 'TLSv1.2' });
+  }
+
+  private sign(host: string): string {
     const now = Date.now();
     const ip = isIP(host) !== 0;
-    const certPem = signCertificate({
+    return signCertificate({
       subject: [{ name: 'commonName', value: host.slice(0, 64) }],
       issuer: this.issuer,
       publicKey: this.key,
@@ -77,7 +115,5 @@ export class LeafMinter {
         { name: 'subjectAltName', altNames: [ip ? { type: 7, ip: host } : { type: 2, value: host }] },
       ],
     }, this.ca.key);
-    this.minted++;
-    return { certPem, context: createSecureContext({ cert: certPem + this.chain, key: this.keyPem, minVersion: 'TLSv1.2' }) };
   }
 }
