@@ -28,7 +28,7 @@ type NativeContext = { setCert?: (pem: string) => void };
  * one minting.
  *
  * A TLS context of its own costs a host about 0.8 ms (OpenSSL 3 decodes the shared key again for
- * each), three times a signature. So a host's first handshake borrows one shared context, keyed
+ * each), ten times the signature. So a host's first handshake borrows one shared context, keyed
  * once, whose certificate is swapped for the host's just before the handshake takes a copy of it;
  * a host that comes back gets its own context.
  */
@@ -69,30 +69,29 @@ export class LeafMinter {
    */
   contextFor(host: string): SecureContext {
     const name = host.toLowerCase();
-    const leaf = this.cache.get(name);
-    if (leaf) {
+    const cached = this.cache.get(name);
+    if (cached) {
       this.hits++;
-      leaf.context ??= this.contextOf(leaf.certPem);
-      return leaf.context;
+      return (cached.context ??= this.contextOf(cached.certPem));
     }
-    // Signing is synchronous, so callers in the same tick cannot race: the first one fills the cache.
-    const fresh: Leaf = { certPem: this.sign(name), context: undefined };
-    this.minted++;
-    this.cache.set(name, fresh);
-    if (!this.swap) return (fresh.context = this.contextOf(fresh.certPem));
-    this.swap(fresh.certPem + this.chain);
+    const leaf = this.mint(name);
+    if (!this.swap) return (leaf.context = this.contextOf(leaf.certPem));
+    this.swap(leaf.certPem + this.chain);
     return this.shared;
   }
 
   /** The PEM certificate shown for `host` (minted if it is not cached), for tools and tests. */
   certificate(host: string): string {
     const name = host.toLowerCase();
-    const leaf = this.cache.get(name);
-    if (leaf) return leaf.certPem;
-    const certPem = this.sign(name);
+    return (this.cache.get(name) ?? this.mint(name)).certPem;
+  }
+
+  /** Signs and caches a leaf; signing is synchronous, so callers in one tick cannot race: the first fills the cache. */
+  private mint(name: string): Leaf {
+    const leaf: Leaf = { certPem: this.sign(name), context: undefined };
     this.minted++;
-    this.cache.set(name, { certPem, context: undefined });
-    return certPem;
+    this.cache.set(name, leaf);
+    return leaf;
   }
 
   private contextOf(certPem: string): SecureContext {
