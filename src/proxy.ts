@@ -10,6 +10,7 @@ import { parseHostPort } from './config/fields.js';
 import type { LoadedConfig } from './config/load.js';
 import { UpstreamPools } from './egress/pools.js';
 import { IcapClient } from './inspection/icap.js';
+import { ScanPool } from './inspection/dlp/scan-pool.js';
 import { AdmittedConnections } from './identity/admitted.js';
 import { setupIdentity, type IdentityHandle } from './identity/setup.js';
 import { AddressGuard } from './egress/addresses.js';
@@ -91,6 +92,7 @@ export async function startProxy(config: LoadedConfig, logger?: ProxyLogger, opt
     // Reads rt.active only when a snapshot is taken, long after rt exists.
     stats: new LiveStats({ node: config.node_id, active: () => rt.active }),
     icap: icapClients(config),
+    dlpScans: new ScanPool(config.inspection.dlp_workers, (err) => lg.log.error({ err: err.message }, 'DLP scan worker failed; its uploads were refused (dlp_error)')),
     identity: { enabled: false, tokens: undefined, sessions: undefined, devices: undefined, portal: undefined, admitted: new AdmittedConnections() },
     self: new SelfAddresses(),
     via: `1.1 ${config.node_id} (egress-proxy)`,
@@ -133,12 +135,16 @@ export async function startProxy(config: LoadedConfig, logger?: ProxyLogger, opt
   const reloader = new PolicyReloader(rt);
   const proxyServer = createExplicitServer(rt);
   const adminServer = createAdminServer(rt);
-  const proxyAddress = await listen(proxyServer, config.listen);
+  const proxyAddress = await listen(proxyServer, config.listen).catch(async (err: unknown) => {
+    await rt.dlpScans.close();
+    throw err;
+  });
   let adminAddress: AddressInfo;
   try {
     adminAddress = await listen(adminServer, config.admin);
   } catch (err) {
     proxyServer.close();
+    await rt.dlpScans.close();
     throw err;
   }
   let devices;
@@ -148,6 +154,7 @@ export async function startProxy(config: LoadedConfig, logger?: ProxyLogger, opt
     proxyServer.close();
     adminServer.close();
     await identity.close();
+    await rt.dlpScans.close();
     throw err;
   }
   if (devices) rt.self.add(devices.address.address, devices.address.port);
@@ -187,6 +194,7 @@ export async function startProxy(config: LoadedConfig, logger?: ProxyLogger, opt
       await identity.close();
       rt.icap.reqmod?.close();
       rt.icap.respmod?.close();
+      await rt.dlpScans.close();
       lg.log.info('stopped');
       // Every line out before exit, however slow the reader; bounded so a dead one cannot hold the exit.
       await lg.flushed(5_000);

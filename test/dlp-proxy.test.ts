@@ -1,7 +1,8 @@
 import { mkdtempSync, readFileSync, writeFileSync, cpSync, mkdirSync, openSync, writeSync, closeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { gzipSync } from 'node:zlib';
+import { constants as zlibConstants, createGzip, gzipSync } from 'node:zlib';
+import { once } from 'node:events';
 import { stringify } from 'yaml';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { initCa } from '../src/inspection/ca.js';
@@ -11,6 +12,7 @@ import { startOrigin, type Origin } from './helpers/origin.js';
 import { makeCa, makeLeaf } from './helpers/pki.js';
 import { startTestProxy, type TestProxy } from './helpers/proxy.js';
 import { cleanEnv, run } from './helpers/run.js';
+import { openSocket } from './helpers/raw.js';
 
 const CARD = '4111 1111 1111 1111';
 const KEY = '-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEAu1SU1LfVLPHCozMxH2Mo4lgOEePzNm0tRgeLezV6ffAt0gun\n-----END RSA PRIVATE KEY-----\n';
@@ -22,6 +24,8 @@ let secure: Origin;
 let dns: TestDns;
 let icap: CIcap;
 let proxy: TestProxy;
+/** The same policies, with uploads scanned in worker threads (inspection.dlp_workers). */
+let workers: TestProxy;
 
 beforeAll(async () => {
   dir = mkdtempSync(join(tmpdir(), 'egress-dlp-'));
@@ -52,10 +56,8 @@ beforeAll(async () => {
     ],
   });
   initCa(join(dir, 'ca'));
-  proxy = await startTestProxy({
-    dns: { servers: [dns.address] },
-    inspection: { enabled: true, ca_dir: join(dir, 'ca'), upstream_ca_file: join(dir, 'origin-ca.pem'), hold_bytes: 1 << 20, icap: { reqmod_url: icap.url('filter'), respmod_url: icap.url('filter'), timeout_ms: 2000 } },
-  });
+  const inspection = { enabled: true, ca_dir: join(dir, 'ca'), upstream_ca_file: join(dir, 'origin-ca.pem'), hold_bytes: 1 << 20, icap: { reqmod_url: icap.url('filter'), respmod_url: icap.url('filter'), timeout_ms: 2000 } };
+  proxy = await startTestProxy({ dns: { servers: [dns.address] }, inspection });
   // The shipped default profile, plus the rules that apply it.
   mkdirSync(join(proxy.dir, 'policies', 'dlp'));
   cpSync(join(import.meta.dirname, '..', 'policies', 'dlp', 'default.yaml'), join(proxy.dir, 'policies', 'dlp', 'default.yaml'));
@@ -70,7 +72,7 @@ beforeAll(async () => {
     version: 'v1',
     rules: [
       { id: 'icap-path', action: 'allow', dlp: ['icap'], when: { paths: ['/icap'] } },
-      { id: 'bulk-path', action: 'allow', dlp: ['bulk'], when: { paths: ['/big'] } },
+      { id: 'bulk-path', action: 'allow', dlp: ['bulk'], when: { paths: ['/big', '/w/big'] } },
       { id: 'downloads', action: 'allow', dlp: ['nodownload'], when: { paths: ['/dl/'] } },
       { id: 'icap-downloads', action: 'allow', dlp: ['icap'], when: { paths: ['/scan/'] } },
       { id: 'inspect-secure', action: 'allow', inspect: true, dlp: ['default'], when: { apps: ['secure'] } },
@@ -79,52 +81,75 @@ beforeAll(async () => {
     apps: { secure: { hosts: ['secure.test'] } },
   }));
   expect(await proxy.running.reload()).toBe(true);
+  workers = await startTestProxy({ dns: { servers: [dns.address] }, inspection: { ...inspection, dlp_workers: 2 } });
+  cpSync(join(proxy.dir, 'policies'), join(workers.dir, 'policies'), { recursive: true });
+  expect(await workers.running.reload()).toBe(true);
 }, 30_000);
 
 afterAll(async () => {
+  await workers?.close();
   await proxy?.close();
   await Promise.all([origin?.close(), files?.close(), secure?.close(), icap?.stop()]);
   dns?.close();
 });
 
-const post = (path: string, args: string[]) =>
-  run('curl', ['-sS', '-i', '--max-time', '20', '-x', proxy.url, ...args, `${origin.url}${path}`], { env: cleanEnv() });
-const rawLog = (): string => { proxy.lines(); return readFileSync(join(proxy.dir, 'proxy.log'), 'utf8'); };
+const post = (p: TestProxy, path: string, args: string[]) =>
+  run('curl', ['-sS', '-i', '--max-time', '20', '-x', p.url, ...args, `${origin.url}${path}`], { env: cleanEnv() });
+const rawLog = (p: TestProxy = proxy): string => { p.lines(); return readFileSync(join(p.dir, 'proxy.log'), 'utf8'); };
 
-describe('DLP on uploads through the proxy', () => {
+/** POSTs `body` through `p` in 8 KiB writes (each after the last is taken); resolves with the status line. */
+async function trickle(p: TestProxy, path: string, type: string, encoding: string | undefined, body: Buffer): Promise<string> {
+  const sock = await openSocket(p.port);
+  let answer = '';
+  sock.on('data', (d: Buffer) => { answer += d.toString('latin1'); });
+  const closed = once(sock, 'close');
+  sock.on('error', () => { /* the proxy may cut the upload: that is the point */ });
+  sock.write(`POST ${origin.url}${path} HTTP/1.1\r\nHost: ${new URL(origin.url).host}\r\nContent-Type: ${type}\r\n` +
+    `${encoding ? `Content-Encoding: ${encoding}\r\n` : ''}Content-Length: ${body.length}\r\nConnection: close\r\n\r\n`);
+  for (let o = 0; o < body.length && !answer && !sock.destroyed; o += 8192) {
+    if (!sock.write(body.subarray(o, o + 8192))) await Promise.race([once(sock, 'drain'), closed]);
+    await new Promise((r) => setImmediate(r));
+  }
+  await Promise.race([closed, new Promise((r) => setTimeout(r, 5000))]);
+  sock.destroy();
+  return answer.split('\r\n')[0] ?? '';
+}
+
+/** The upload checks, through one proxy; `at` prefixes the paths so each proxy's requests stay apart at the origin. */
+function uploadChecks(p: () => TestProxy, at: string): void {
   it('blocks a card number: 403 with an incident id, the origin receives nothing, the log masks it', async () => {
-    const r = await post('/card', ['--data-binary', `order=1&card=${CARD}&note=thanks`]);
+    const r = await post(p(), `${at}/card`, ['--data-binary', `order=1&card=${CARD}&note=thanks`]);
     expect(r.stdout).toMatch(/^HTTP\/1\.1 403 /);
     expect(r.stdout).toMatch(/x-egress-reason: dlp_match/i);
     const incident = /Incident (inc-[a-z0-9-]+)/.exec(r.stdout)?.[1];
     expect(incident).toBeDefined();
-    expect(origin.seen.some((s) => s.url === '/card')).toBe(false);
-    const line = await proxy.waitForAccess((l) => String(l.url).endsWith('/card'));
+    expect(origin.seen.some((s) => s.url === `${at}/card`)).toBe(false);
+    const line = await p().waitForAccess((l) => String(l.url).endsWith(`${at}/card`));
     expect(line).toMatchObject({ decision: 'deny', reason: 'dlp_match', incident, rule: 'dlp-everything' });
     expect(String(line.dlp)).toContain('credit_card:1');
     expect(String(line.dlp)).toMatch(/4111\*+1111/);
-    expect(rawLog()).not.toContain('4111 1111 1111 1111');
-    expect(rawLog()).not.toContain('4111111111111111');
+    expect(rawLog(p())).not.toContain('4111 1111 1111 1111');
+    expect(rawLog(p())).not.toContain('4111111111111111');
   });
 
   it('lets a clean upload through with its body intact', async () => {
-    const r = await post('/clean', ['--data-binary', 'hello=world&n=12345']);
+    const r = await post(p(), `${at}/clean`, ['--data-binary', 'hello=world&n=12345']);
     expect(r.stdout).toMatch(/^HTTP\/1\.1 200 /);
-    expect(origin.seen.find((s) => s.url === '/clean')!.body!.toString()).toBe('hello=world&n=12345');
+    expect(origin.seen.find((s) => s.url === `${at}/clean`)!.body!.toString()).toBe('hello=world&n=12345');
   });
 
   it('finds a secret inside a gzip body, a multipart file and base64 inside JSON', async () => {
     const gz = join(dir, 'body.gz');
     writeFileSync(gz, gzipSync(Buffer.from(`{"note":"pay with ${CARD}"}`)));
-    const a = await post('/gz', ['-H', 'Content-Encoding: gzip', '-H', 'Content-Type: application/json', '--data-binary', `@${gz}`]);
+    const a = await post(p(), `${at}/gz`, ['-H', 'Content-Encoding: gzip', '-H', 'Content-Type: application/json', '--data-binary', `@${gz}`]);
     expect(a.stdout).toMatch(/x-egress-reason: dlp_match/i);
     const keyFile = join(dir, 'id_rsa.txt');
     writeFileSync(keyFile, KEY);
-    const b = await post('/multipart', ['-F', 'comment=see attached', '-F', `file=@${keyFile}`]);
+    const b = await post(p(), `${at}/multipart`, ['-F', 'comment=see attached', '-F', `file=@${keyFile}`]);
     expect(b.stdout).toMatch(/x-egress-reason: dlp_match/i);
-    const c = await post('/b64', ['-H', 'Content-Type: application/json', '--data-binary', JSON.stringify({ blob: Buffer.from(`backup ${KEY}`).toString('base64') })]);
+    const c = await post(p(), `${at}/b64`, ['-H', 'Content-Type: application/json', '--data-binary', JSON.stringify({ blob: Buffer.from(`backup ${KEY}`).toString('base64') })]);
     expect(c.stdout).toMatch(/x-egress-reason: dlp_match/i);
-    expect(origin.seen.some((s) => ['/gz', '/multipart', '/b64'].includes(s.url))).toBe(false);
+    expect(origin.seen.some((s) => [`${at}/gz`, `${at}/multipart`, `${at}/b64`].includes(s.url))).toBe(false);
   });
 
   it('blocks an executable upload by its magic bytes, whatever its name', async () => {
@@ -134,18 +159,18 @@ describe('DLP on uploads through the proxy', () => {
     pe.writeUInt32LE(0x80, 0x3c);
     pe.write('PE\0\0', 0x80, 'latin1');
     writeFileSync(exe, pe);
-    const r = await post('/exe', ['-F', `photo=@${exe};type=image/jpeg`]);
+    const r = await post(p(), `${at}/exe`, ['-F', `photo=@${exe};type=image/jpeg`]);
     expect(r.stdout).toMatch(/x-egress-reason: dlp_file_type/i);
   });
 
   it('alerts on a US SSN: allowed, logged with an incident id at warn level', async () => {
-    const r = await post('/ssn', ['--data-binary', 'name=Jo&ssn=123-45-6789']);
+    const r = await post(p(), `${at}/ssn`, ['--data-binary', 'name=Jo&ssn=123-45-6789']);
     expect(r.stdout).toMatch(/^HTTP\/1\.1 200 /);
-    const line = await proxy.waitForAccess((l) => String(l.url).endsWith('/ssn'));
+    const line = await p().waitForAccess((l) => String(l.url).endsWith(`${at}/ssn`));
     expect(line.incident).toMatch(/^inc-/);
     expect(String(line.dlp)).toContain('us_ssn:1');
-    expect(proxy.lines().some((l) => l.level === 'warn' && l.incident === line.incident)).toBe(true);
-    expect(rawLog()).not.toContain('123-45-6789');
+    expect(p().lines().some((l) => l.level === 'warn' && l.incident === line.incident)).toBe(true);
+    expect(rawLog(p())).not.toContain('123-45-6789');
   });
 
   it('scans an upload larger than it holds as it streams (memory bounded) and cuts it when the secret comes at the end', async () => {
@@ -156,17 +181,52 @@ describe('DLP on uploads through the proxy', () => {
     writeSync(fd, Buffer.from(` card ${CARD} `));
     closeSync(fd);
     const before = process.memoryUsage();
-    const r = await post('/big', ['-H', 'Content-Type: text/plain', '--data-binary', `@${big}`]);
+    const r = await post(p(), `${at}/big`, ['-H', 'Content-Type: text/plain', '--data-binary', `@${big}`]);
     const after = process.memoryUsage();
-    const line = await proxy.waitForAccess((l) => String(l.url).endsWith('/big'), 20_000);
+    const line = await p().waitForAccess((l) => String(l.url).endsWith(`${at}/big`), 20_000);
     expect(line).toMatchObject({ reason: 'dlp_match' });
     // The destination never got the whole upload (it was cut before its last chunk).
-    const seen = origin.seen.find((s) => s.url === '/big');
+    const seen = origin.seen.find((s) => s.url === `${at}/big`);
     if (seen) expect(seen.bodyBytes).toBeLessThan(200 * (1 << 20) + 30);
     expect(r.stdout).not.toMatch(/^HTTP\/1\.1 200 /m);
     // 200 MiB went through this process; what it kept is far less.
     expect(after.arrayBuffers - before.arrayBuffers).toBeLessThan(64 << 20);
   }, 60_000);
+
+  // Small writes, so the proxy reads the body in many chunks smaller than a scan segment.
+  it('sends nothing of a streamed upload from the secret on: plain text, written in 8 KiB pieces', async () => {
+    const block = Buffer.alloc(3 << 20, 'lorem ipsum dolor sit amet 0123456789 ');
+    const card = Buffer.from(` card ${CARD} `);
+    const status = await trickle(p(), `${at}/mid`, 'text/plain', undefined, Buffer.concat([block, card, block]));
+    expect(status).toMatch(/^HTTP\/1\.1 403 /);
+    expect(await p().waitForAccess((l) => String(l.url).endsWith(`${at}/mid`), 20_000)).toMatchObject({ reason: 'dlp_match' });
+    // Past hold_bytes (1 MiB) the body streams, but never the card, nor anything after it.
+    expect(origin.seen.find((s) => s.url === `${at}/mid`)?.bodyBytes ?? 0).toBeLessThanOrEqual(block.length);
+  }, 30_000);
+
+  it('sends nothing of a streamed gzip upload from the secret on', async () => {
+    // Letters that do not compress away, so the compressed body is larger than what is held.
+    let seed = 7;
+    const letters = Buffer.alloc(4 << 20);
+    for (let i = 0; i < letters.length; i++) { seed = (seed * 1103515245 + 12345) & 0x7fffffff; letters[i] = 97 + (seed % 26); }
+    for (let i = 64; i < letters.length; i += 64) letters[i] = 32;
+    const gz = createGzip();
+    const parts: Buffer[] = [];
+    gz.on('data', (d: Buffer) => parts.push(d));
+    gz.write(letters.subarray(0, 2 << 20));
+    await new Promise<void>((r) => gz.flush(zlibConstants.Z_FULL_FLUSH, () => r()));
+    const clean = parts.reduce((n, b) => n + b.length, 0); // every byte up to here decodes to letters only
+    gz.end(Buffer.concat([Buffer.from(` card ${CARD} `), letters.subarray(2 << 20)]));
+    await once(gz, 'end');
+    const status = await trickle(p(), `${at}/midgz`, 'text/plain', 'gzip', Buffer.concat(parts));
+    expect(status).toMatch(/^HTTP\/1\.1 403 /);
+    expect(origin.seen.find((s) => s.url === `${at}/midgz`)?.bodyBytes ?? 0).toBeLessThanOrEqual(clean);
+  }, 30_000);
+}
+
+describe('DLP on uploads through the proxy', () => {
+  uploadChecks(() => proxy, '');
+  describe('scanned in worker threads (dlp_workers: 2)', () => uploadChecks(() => workers, '/w'));
 
   it('inspects inside intercepted HTTPS the same way', async () => {
     const r = await run('curl', ['-sS', '-i', '--cacert', join(dir, 'ca', 'ca.pem'), '-x', proxy.url, '--data-binary', `card=${CARD}`, `https://secure.test:${secure.port}/pay`], { env: cleanEnv() });
@@ -178,10 +238,10 @@ describe('DLP on uploads through the proxy', () => {
 
   it('asks the ICAP service (a real c-icap) when the rule names the icap profile: allow and block', async () => {
     // (c-icap's content filter reads text bodies.)
-    const ok = await post('/icap/ok', ['-H', 'Content-Type: text/plain', '--data-binary', 'nothing to see']);
+    const ok = await post(proxy, '/icap/ok', ['-H', 'Content-Type: text/plain', '--data-binary', 'nothing to see']);
     expect(ok.stdout).toMatch(/^HTTP\/1\.1 200 /);
     expect(await proxy.waitForAccess((l) => String(l.url).endsWith('/icap/ok'))).toMatchObject({ icap: 'reqmod:unmodified,respmod:unmodified' });
-    const bad = await post('/icap/bad', ['-H', 'Content-Type: text/plain', '--data-binary', 'this is TOPSECRET material']);
+    const bad = await post(proxy, '/icap/bad', ['-H', 'Content-Type: text/plain', '--data-binary', 'this is TOPSECRET material']);
     expect(bad.stdout).toMatch(/^HTTP\/1\.1 403 /);
     expect(bad.stdout).toMatch(/x-egress-reason: icap_blocked/i);
     expect(origin.seen.some((s) => s.url === '/icap/bad')).toBe(false);
@@ -189,7 +249,7 @@ describe('DLP on uploads through the proxy', () => {
   });
 
   it('forwards the body as the ICAP service rewrote it (with its new length)', async () => {
-    const r = await post('/icap/mod', ['-H', 'Content-Type: text/plain', '--data-binary', 'pay with CARD-123456 today']);
+    const r = await post(proxy, '/icap/mod', ['-H', 'Content-Type: text/plain', '--data-binary', 'pay with CARD-123456 today']);
     expect(r.stdout).toMatch(/^HTTP\/1\.1 200 /);
     const seen = origin.seen.find((s) => s.url === '/icap/mod')!;
     expect(seen.body!.toString()).toBe('pay with CARD-XXXX today');

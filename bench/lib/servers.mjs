@@ -43,7 +43,7 @@ export async function startOrigin(dir, { cert, key }) {
  * `policyLines` are appended to the policy file (e.g. `rules:`); `dlpFiles` are copied into the
  * policy directory's dlp/ (profiles the rules name). `nodeArgs` go to node before the script (V8 flags).
  */
-export async function startProxy(dir, { cpuProfDir, nodeArgs = [], workers = 1, policyLines = [], dlpFiles = [], log = '{level: info}', configLines = [] } = {}) {
+export async function startProxy(dir, { cpuProfDir, nodeArgs = [], workers = 1, policyLines = [], dlpFiles = [], log = '{level: info}', configLines = [], inspection = '{enabled: false}' } = {}) {
   const port = await freePort();
   const admin = await freePort();
   const policies = join(dir, 'policies');
@@ -60,8 +60,8 @@ export async function startProxy(dir, { cpuProfDir, nodeArgs = [], workers = 1, 
   writeFileSync(config, [
     `listen: 127.0.0.1:${port}`, `admin: 127.0.0.1:${admin}`, 'node_id: bench', `log: ${log}`, ...configLines,
     'limits: {max_connections: 50000, drain_timeout_ms: 1000}', `workers: ${workers}`,
-    // Plain forwarding and tunnels: interception is measured by bench/interception.mjs.
-    'inspection: {enabled: false}', '',
+    // Plain forwarding and tunnels by default: interception is measured by bench/interception.mjs.
+    `inspection: ${inspection}`, '',
   ].join('\n'));
   const cli = join(ROOT, 'dist/cli.js');
   if (!existsSync(cli)) throw new Error('dist/cli.js missing: run `npm run build` (or `npm run bench`)');

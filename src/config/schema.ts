@@ -74,6 +74,8 @@ export const configSchema = z
           .describe('Stop intercepting a host after this many clients refused our certificate (pinning); 0 = never.'),
         preconnect: z.boolean().default(true)
           .describe('Open the verified connection to the destination while the client\'s TLS handshake with the proxy is under way (as Squid server-first does); off: only once the request is known.'),
+        dlp_workers: z.number().int().min(0).max(64).default(0)
+          .describe('Threads that scan uploads for DLP, so scanning uses other cores and never holds up other requests; 0 = scan on the event loop.'),
         hold_bytes: z.number().int().min(0).max(1 << 30).default(8 << 20)
           .describe('Request bodies up to this size are held until DLP/ICAP decide, so a blocked upload sends nothing; larger ones stream while scanned and are cut on a block.'),
         icap: z.strictObject({

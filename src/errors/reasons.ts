@@ -66,6 +66,7 @@ export const REASONS = {
   dlp_file_type: { status: 403, text: 'This type of file may not be transferred here.' },
   dlp_oversize: { status: 413, text: 'The body is too large to be checked for data-loss prevention.' },
   dlp_undecodable: { status: 403, text: 'The body could not be decoded to be checked for data-loss prevention.' },
+  dlp_error: { status: 503, text: 'The data-loss check failed, so the request was not sent; try again.' },
   dlp_unscanned: { status: 0, text: 'Allowed, but not (wholly) scanned for data-loss prevention.' },
   icap_blocked: { status: 403, text: 'The content inspection service refused this.' },
   icap_unavailable: { status: 503, text: 'The content inspection service is unavailable; try again shortly.' },

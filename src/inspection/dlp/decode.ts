@@ -48,6 +48,20 @@ class Stream {
     this.scanner.write(this.decoder.push(Buffer.alloc(0), true));
     this.scanner.end();
   }
+
+  sync(): void {
+    this.scanner.sync();
+  }
+}
+
+/** Makes a decompressor emit all it can of what it was given; resolves when it has (or is gone). */
+function flushed(z: Transform): Promise<void> {
+  if (z.destroyed || z.writableEnded) return Promise.resolve();
+  return new Promise((resolve) => {
+    const done = (): void => { z.off('close', done); resolve(); };
+    z.once('close', done);
+    (z as Transform & { flush(cb: () => void): void }).flush(done);
+  });
 }
 
 /**
@@ -78,6 +92,8 @@ export class BodyInspector {
   private main: Stream | undefined;
   private busboy: BusboyInstance | undefined;
   private readonly waits: Promise<void>[] = [];
+  /** Multipart parts still being written. */
+  private readonly parts = new Set<Stream>();
   private ended = false;
   private blockSignalled = false;
 
@@ -123,6 +139,17 @@ export class BodyInspector {
       first.on('drain', done);
       first.on('close', done);
     });
+  }
+
+  /**
+   * Resolves once everything written so far is decoded and scanned, but for a short tail (the
+   * last MAX_MATCH bytes a scanner keeps for matches that go on, a partial escape or multipart
+   * boundary): what a streamed upload may release before the verdict.
+   */
+  async sync(): Promise<void> {
+    for (const z of this.zlib) await flushed(z);
+    this.main?.sync();
+    for (const st of this.parts) st.sync();
   }
 
   /** Ends the body and returns the verdict (after decompression and multipart parsing finish). */
@@ -252,6 +279,7 @@ export class BodyInspector {
     this.busboy = bb;
     bb.on('file', (field: string, file: BusboyFileStream, filename: string | undefined, _enc: string, mime: string) => {
       const st = new Stream(this, (mime ?? '').toLowerCase(), { field, ...(filename !== undefined ? { filename } : {}) });
+      this.parts.add(st);
       file.on('data', (b: Buffer) => {
         st.write(b);
         this.checkEarly(st);
@@ -260,6 +288,7 @@ export class BodyInspector {
         const done = (): void => {
           file.off('end', done);
           file.off('error', done);
+          this.parts.delete(st);
           this.closeStream(st);
           resolve();
         };
@@ -283,6 +312,7 @@ class DeflateEither extends Transform {
   private inner: Transform | undefined;
 
   override _transform(chunk: Buffer, _enc: BufferEncoding, cb: (err?: Error | null) => void): void {
+    if (chunk.length === 0) return cb(); // a flush marker: no byte to tell the format by
     if (!this.inner) {
       this.inner = (chunk[0]! & 0x0f) === 8 ? createInflate() : createInflateRaw();
       this.inner.on('data', (d: Buffer) => this.push(d));
@@ -296,5 +326,11 @@ class DeflateEither extends Transform {
     if (!this.inner) return cb();
     this.inner.once('end', () => cb());
     this.inner.end();
+  }
+
+  /** As zlib's flush: what was written so far comes out, then `cb`. */
+  flush(cb: () => void): void {
+    // Writes reach `inner` through _transform: queue behind them, then flush it.
+    this.write(Buffer.alloc(0), () => (this.inner ? flushed(this.inner).then(cb) : cb()));
   }
 }

@@ -130,6 +130,16 @@ export class Scanner implements HitSink {
     this.scratch = grown;
   }
 
+  /**
+   * Scans what is pending now instead of waiting for a whole segment: afterwards every byte
+   * written is scanned but the last MAX_MATCH, which may still be the start of a match.
+   */
+  sync(): void {
+    if (this.ended) return;
+    if (this.pendingLen > 0) this.flushPending(false);
+    this.b64?.child.sync();
+  }
+
   /** Scans what is left; later writes throw. Returns this scanner's part of the verdict. */
   end(): { scannedBytes: number; truncated: boolean } {
     if (!this.ended) {

@@ -34,7 +34,7 @@ export interface FileFinding {
 export type Unscanned = 'oversize' | 'decompression_ratio' | 'undecodable';
 
 /** Stable reason ids for access logs and block pages (see docs/dlp.md). */
-export type DlpReason = 'dlp_match' | 'dlp_file_type' | 'dlp_oversize' | 'dlp_undecodable' | 'dlp_unscanned';
+export type DlpReason = 'dlp_match' | 'dlp_file_type' | 'dlp_oversize' | 'dlp_undecodable' | 'dlp_error' | 'dlp_unscanned';
 
 /** The outcome of inspecting one body. */
 export interface Verdict {
