@@ -33,7 +33,7 @@ class LocalInspector extends BodyInspector implements Inspector {
   }
 }
 
-/** One body scanned in a worker: chunks are copied over, acknowledged once scanned. */
+/** One body scanned in a worker: chunks are copied over and acknowledged once taken; sync() waits for the scan. */
 class RemoteInspector implements Inspector {
   blocked = false;
   private inFlight = 0;
