@@ -96,6 +96,14 @@ describe('DLP scan workers', () => {
     dropped.write(Buffer.from('partial body'));
     dropped.drop();
     expect((await dropped.end()).reason).toBe('dlp_error');
+    // Abandoned without a word: the sweep forgets bodies untouched for long; active ones stay.
+    const abandoned = two.inspector(profile, { contentType: 'text/plain', direction: 'upload' });
+    abandoned.write(Buffer.from('partial body'));
+    two.sweep(Date.now() - 60_000);
+    expect(abandoned.blocked).toBe(false);
+    two.sweep(Date.now() + 1);
+    expect(abandoned.blocked).toBe(true);
+    expect((await abandoned.end()).reason).toBe('dlp_error');
     const open = two.inspector(profile, { contentType: 'text/plain', direction: 'upload' });
     open.write(Buffer.from('partial body'));
     await two.close();

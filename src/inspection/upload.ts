@@ -73,7 +73,7 @@ export async function inspectUpload(rt: ProxyRuntime, rec: AccessRecord, req: In
       const body = held.length === 0 ? null : held.length === 1 ? held[0]! : Buffer.concat(held, size);
       return icap ? judgeIcap(rec, icap, req, body, rt) : body;
     }
-    // Too large to hold: stream on, scanning one chunk ahead of what is released.
+    // Too large to hold: stream on, releasing only what has been scanned.
     if (icap && !rt.config.inspection.icap.fail_open) throw new ProxyError('icap_too_large', `body over hold_bytes ${hold}`);
     streaming = true;
   } finally {

@@ -21,6 +21,8 @@ export interface Inspector {
 
 /** Chunks a body may have on their way to its worker before the request path waits. */
 const IN_FLIGHT = 8;
+/** A body nobody has written to, synced or ended for this long was abandoned: its worker forgets it. */
+const IDLE_MS = 5 * 60_000;
 
 /** The verdict when a scan worker fails: fail closed, and say why in the log. */
 const failed = (error: string): Verdict =>
@@ -45,6 +47,8 @@ class RemoteInspector implements Inspector {
   private finished = false;
   private readonly verdict: Promise<Verdict>;
   private settle!: (v: Verdict) => void;
+  /** Last write, sync or end (for the pool's sweep of abandoned bodies). */
+  touched = Date.now();
 
   constructor(private readonly slot: Slot, readonly id: number) {
     this.verdict = new Promise((resolve) => { this.settle = resolve; });
@@ -53,6 +57,7 @@ class RemoteInspector implements Inspector {
   write(chunk: Uint8Array): boolean {
     if (this.ended) throw new Error('Inspector.write after end');
     if (this.finished || this.slot.worker === undefined) return true;
+    this.touched = Date.now();
     const copy = new Uint8Array(chunk); // the caller's buffer may be pooled or reused: send our own
     this.inFlight++;
     this.slot.worker.postMessage({ op: 'write', id: this.id, chunk: copy } satisfies ToWorker, [copy.buffer]);
@@ -65,6 +70,7 @@ class RemoteInspector implements Inspector {
 
   sync(): Promise<void> {
     if (this.finished || this.slot.worker === undefined) return Promise.resolve();
+    this.touched = Date.now();
     this.slot.worker.postMessage({ op: 'sync', id: this.id } satisfies ToWorker);
     return new Promise((r) => this.syncs.push(r));
   }
@@ -78,6 +84,7 @@ class RemoteInspector implements Inspector {
   end(): Promise<Verdict> {
     if (!this.ended) {
       this.ended = true;
+      this.touched = Date.now();
       if (!this.finished) this.slot.worker?.postMessage({ op: 'end', id: this.id } satisfies ToWorker);
     }
     return this.verdict;
@@ -135,6 +142,7 @@ export class ScanPool {
   private nextId = 1;
   private closed = false;
   private readonly script: URL;
+  private readonly sweeper: NodeJS.Timeout | undefined;
 
   constructor(size: number, private readonly onError: (err: Error) => void) {
     const local = new URL('./scan-worker.js', import.meta.url);
@@ -142,6 +150,9 @@ export class ScanPool {
     this.script = existsSync(local) ? local : new URL('../../../dist/inspection/dlp/scan-worker.js', import.meta.url);
     if (size > 0 && !existsSync(this.script)) throw new Error(`DLP scan worker missing (${this.script.pathname}): run npm run build`);
     for (let i = 0; i < size; i++) this.slots.push(this.spawn({ worker: undefined, bodies: new Map(), started: 0, failures: 0 }));
+    // A body whose upload was abandoned without a word (its release never ran to its end) would
+    // otherwise keep its scan state in the worker for good.
+    if (size > 0) this.sweeper = setInterval(() => this.sweep(Date.now() - IDLE_MS), 30_000).unref();
   }
 
   /** The worker threads, for status pages and tests. */
@@ -165,6 +176,7 @@ export class ScanPool {
   /** Stops the workers; bodies still being scanned get a block verdict. */
   async close(): Promise<void> {
     this.closed = true;
+    clearInterval(this.sweeper);
     await Promise.all(this.slots.map((s) => {
       const w = s.worker;
       s.worker = undefined;
@@ -203,6 +215,11 @@ export class ScanPool {
     w.on('exit', (code) => lost(`exited (${code})`));
     w.unref();
     return slot;
+  }
+
+  /** Drops the bodies untouched since `before` (ms since the epoch). */
+  sweep(before: number): void {
+    for (const s of this.slots) for (const b of [...s.bodies.values()]) if (b.touched < before) b.drop();
   }
 
   private fail(slot: Slot, why: string): void {
