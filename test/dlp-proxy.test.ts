@@ -102,12 +102,13 @@ async function trickle(p: TestProxy, path: string, type: string, encoding: strin
   const sock = await openSocket(p.port);
   let answer = '';
   sock.on('data', (d: Buffer) => { answer += d.toString('latin1'); });
-  const closed = once(sock, 'close');
+  // Plain listeners, not events.once: an EPIPE or reset when the proxy cuts the upload must not throw.
+  const closed = new Promise<void>((r) => sock.once('close', () => r()));
   sock.on('error', () => { /* the proxy may cut the upload: that is the point */ });
   sock.write(`POST ${origin.url}${path} HTTP/1.1\r\nHost: ${new URL(origin.url).host}\r\nContent-Type: ${type}\r\n` +
     `${encoding ? `Content-Encoding: ${encoding}\r\n` : ''}Content-Length: ${body.length}\r\nConnection: close\r\n\r\n`);
   for (let o = 0; o < body.length && !answer && !sock.destroyed; o += 8192) {
-    if (!sock.write(body.subarray(o, o + 8192))) await Promise.race([once(sock, 'drain'), closed]);
+    if (!sock.write(body.subarray(o, o + 8192))) await Promise.race([new Promise((r) => sock.once('drain', r)), closed]);
     await new Promise((r) => setImmediate(r));
   }
   await Promise.race([closed, new Promise((r) => setTimeout(r, 5000))]);
@@ -198,10 +199,21 @@ function uploadChecks(p: () => TestProxy, at: string): void {
     const block = Buffer.alloc(3 << 20, 'lorem ipsum dolor sit amet 0123456789 ');
     const card = Buffer.from(` card ${CARD} `);
     const status = await trickle(p(), `${at}/mid`, 'text/plain', undefined, Buffer.concat([block, card, block]));
-    expect(status).toMatch(/^HTTP\/1\.1 403 /);
+    // The 403 may be lost to the reset of a connection cut mid-upload; the log line is not.
+    expect(status).not.toMatch(/^HTTP\/1\.1 2/);
     expect(await p().waitForAccess((l) => String(l.url).endsWith(`${at}/mid`), 20_000)).toMatchObject({ reason: 'dlp_match' });
     // Past hold_bytes (1 MiB) the body streams, but never the card, nor anything after it.
     expect(origin.seen.find((s) => s.url === `${at}/mid`)?.bodyBytes ?? 0).toBeLessThanOrEqual(block.length);
+  }, 30_000);
+
+  it('sends nothing of a streamed JSON upload from the secret on, however escaped the text before it', async () => {
+    // Six bytes on the wire per character the scanner sees (JSON unescaping in between).
+    const before = `{"note":"${'\\u0041'.repeat(500_000)}`;
+    const body = Buffer.from(`${before} card ${CARD} ${'\\u0041'.repeat(200_000)}"}`);
+    const status = await trickle(p(), `${at}/midjson`, 'application/json', undefined, body);
+    expect(status).not.toMatch(/^HTTP\/1\.1 2/);
+    expect(await p().waitForAccess((l) => String(l.url).endsWith(`${at}/midjson`), 20_000)).toMatchObject({ reason: 'dlp_match' });
+    expect(origin.seen.find((s) => s.url === `${at}/midjson`)?.bodyBytes ?? 0).toBeLessThanOrEqual(before.length);
   }, 30_000);
 
   it('sends nothing of a streamed gzip upload from the secret on', async () => {
@@ -219,7 +231,8 @@ function uploadChecks(p: () => TestProxy, at: string): void {
     gz.end(Buffer.concat([Buffer.from(` card ${CARD} `), letters.subarray(2 << 20)]));
     await once(gz, 'end');
     const status = await trickle(p(), `${at}/midgz`, 'text/plain', 'gzip', Buffer.concat(parts));
-    expect(status).toMatch(/^HTTP\/1\.1 403 /);
+    expect(status).not.toMatch(/^HTTP\/1\.1 2/);
+    expect(await p().waitForAccess((l) => String(l.url).endsWith(`${at}/midgz`), 20_000)).toMatchObject({ reason: 'dlp_match' });
     expect(origin.seen.find((s) => s.url === `${at}/midgz`)?.bodyBytes ?? 0).toBeLessThanOrEqual(clean);
   }, 30_000);
 }
