@@ -270,18 +270,20 @@ async function uploadPart() {
 // ---- report ------------------------------------------------------------------------------------
 const MiB = (kb) => (kb == null ? undefined : kb / 1024);
 function uploadRows(u) {
-  const w = u.workers;
+  // One value per proxy case: DLP off, DLP on, DLP on in scan workers.
+  const of = (f) => [u.off, u.on, u.workers].map((x) => x?.[f]);
+  const mem = (f) => ['off', 'on', 'workers'].map((k) => MiB(f(u.memory?.[k] ?? {})));
   return [
-    [`upload MB/s (c=${u.concurrency}, ${u.body_mib} MiB bodies)`, u.direct?.mb_s, u.off?.mb_s, u.on?.mb_s, w?.mb_s, 0],
-    ['upload p50 ms (one body)', u.direct?.upload_p50_ms, u.off?.upload_p50_ms, u.on?.upload_p50_ms, w?.upload_p50_ms, 0],
-    ['upload p99 ms (one body)', u.direct?.upload_p99_ms, u.off?.upload_p99_ms, u.on?.upload_p99_ms, w?.upload_p99_ms, 0],
-    ['proxy CPU ms per MB', undefined, u.off?.proxy_cpu_ms_per_mb, u.on?.proxy_cpu_ms_per_mb, w?.proxy_cpu_ms_per_mb, 2],
-    ['proxy CPU % (1 core = 100)', undefined, u.off?.proxy_cpu_pct, u.on?.proxy_cpu_pct, w?.proxy_cpu_pct, 0],
-    ['client CPU %', u.direct?.client_cpu_pct, u.off?.client_cpu_pct, u.on?.client_cpu_pct, w?.client_cpu_pct, 0],
-    ['origin CPU %', u.direct?.origin_cpu_pct, u.off?.origin_cpu_pct, u.on?.origin_cpu_pct, w?.origin_cpu_pct, 0],
-    ['proxy RSS at start MiB (fresh process)', undefined, MiB(u.memory?.off?.start_kb), MiB(u.memory?.on?.start_kb), MiB(u.memory?.workers?.start_kb), 1],
-    ['proxy RSS peak under load MiB (fresh process, VmHWM)', undefined, MiB(u.memory?.off?.hwm_kb ?? u.memory?.off?.peak_kb), MiB(u.memory?.on?.hwm_kb ?? u.memory?.on?.peak_kb), MiB(u.memory?.workers?.hwm_kb ?? u.memory?.workers?.peak_kb), 1],
-    ['proxy RSS 1 s after load MiB (fresh process)', undefined, MiB(u.memory?.off?.after_kb), MiB(u.memory?.on?.after_kb), MiB(u.memory?.workers?.after_kb), 1],
+    [`upload MB/s (c=${u.concurrency}, ${u.body_mib} MiB bodies)`, u.direct?.mb_s, ...of('mb_s'), 0],
+    ['upload p50 ms (one body)', u.direct?.upload_p50_ms, ...of('upload_p50_ms'), 0],
+    ['upload p99 ms (one body)', u.direct?.upload_p99_ms, ...of('upload_p99_ms'), 0],
+    ['proxy CPU ms per MB', undefined, ...of('proxy_cpu_ms_per_mb'), 2],
+    ['proxy CPU % (1 core = 100)', undefined, ...of('proxy_cpu_pct'), 0],
+    ['client CPU %', u.direct?.client_cpu_pct, ...of('client_cpu_pct'), 0],
+    ['origin CPU %', u.direct?.origin_cpu_pct, ...of('origin_cpu_pct'), 0],
+    ['proxy RSS at start MiB (fresh process)', undefined, ...mem((m) => m.start_kb), 1],
+    ['proxy RSS peak under load MiB (fresh process, VmHWM)', undefined, ...mem((m) => m.hwm_kb ?? m.peak_kb), 1],
+    ['proxy RSS 1 s after load MiB (fresh process)', undefined, ...mem((m) => m.after_kb), 1],
   ];
 }
 const HEAD = ['', 'direct', 'proxy, DLP off', 'proxy, DLP on', `DLP on, ${WORKERS} scan workers`, 'on/off', 'workers/off', 'off/direct'];

@@ -7,9 +7,9 @@ import { chmodSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { startBumpingSquid, startDns, startInterceptingProxy } from './lib/interception.mjs';
-import { collectMessages, nextMessage, start, stop } from './lib/proc.mjs';
-import { makeCert, ROOT, squidVersion, startOrigin } from './lib/servers.mjs';
+import { startBumpingSquid, startDns, startInterceptingProxy, tlsClient } from './lib/interception.mjs';
+import { stop } from './lib/proc.mjs';
+import { makeCert, squidVersion, startOrigin } from './lib/servers.mjs';
 
 const { values: opt } = parseArgs({ options: {
   windows: { type: 'string', default: '8' }, seconds: { type: 'string', default: '5' }, concurrency: { type: 'string', default: '20' },
@@ -23,16 +23,9 @@ chmodSync(dir, 0o711); // Squid runs as `proxy` and must reach its files below
 process.on('exit', () => rmSync(dir, { recursive: true, force: true }));
 
 /** One window of new names through `t`; every name is one no proxy has seen. */
-async function windowOf(t, origin, w) {
-  const c = start('node', [join(ROOT, 'bench/tls-client.mjs'), '--port', String(origin.https), '--ca', t.ca, '--proxy', `127.0.0.1:${t.port}`,
-    '--concurrency', String(CONC), '--mode', 'handshake', '--hosts', 'new', '--seconds', String(SECONDS), '--cpu-pid', String(t.child.pid),
-    '--prefix', `${t.name}-w${w}`], { stdout: 'pipe', stderr: join(dir, 'client.stderr') });
-  try {
-    collectMessages(c);
-    return await nextMessage(c, (m) => m.event === 'done', (SECONDS + 30) * 1000);
-  } finally {
-    await stop(c, 2000);
-  }
+function windowOf(t, origin, w) {
+  return tlsClient(dir, { port: origin.https, ca: t.ca, proxy: t }, ['--concurrency', String(CONC), '--mode', 'handshake', '--hosts', 'new',
+    '--seconds', String(SECONDS), '--cpu-pid', String(t.child.pid), '--prefix', `${t.name}-w${w}`], SECONDS);
 }
 
 const cert = await makeCert(dir, { dnsNames: ['*.bench.test'] });

@@ -7,7 +7,7 @@ import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { median } from './lib/curl.mjs';
-import { startBumpingSquid, startDns, startInterceptingProxy } from './lib/interception.mjs';
+import { startBumpingSquid, startDns, startInterceptingProxy, tlsClient } from './lib/interception.mjs';
 import { collectMessages, freePort, nextMessage, run, start, stop } from './lib/proc.mjs';
 import { fmt, markdown, ratio, table, targetLines } from './lib/report.mjs';
 import { makeCert, ROOT, squidVersion, startOrigin } from './lib/servers.mjs';
@@ -36,16 +36,8 @@ let dns;
 let serial = 0;
 
 /** Runs bench/tls-client.mjs once and returns its result line (throws if it fails or hangs). */
-async function client(target, args, timeLimitS) {
-  const c = start('node', [join(ROOT, 'bench/tls-client.mjs'), '--port', String(target.port), '--ca', target.ca,
-    ...(target.proxy ? ['--proxy', `127.0.0.1:${target.proxy.port}`] : []), '--concurrency', String(CONC), ...args],
-  { stdout: 'pipe', stderr: join(dir, 'client.stderr') });
-  try {
-    collectMessages(c);
-    return await nextMessage(c, (m) => m.event === 'done', (timeLimitS + 30) * 1000);
-  } finally {
-    await stop(c, 2000);
-  }
+function client(target, args, timeLimitS) {
+  return tlsClient(dir, target, ['--concurrency', String(CONC), ...args], timeLimitS);
 }
 
 /** One measured client run after a 1 s warm-up; the client also reads the proxy's CPU (with its helpers). */

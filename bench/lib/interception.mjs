@@ -5,7 +5,7 @@ import dgram from 'node:dgram';
 import { join } from 'node:path';
 import dnsPacket from 'dns-packet';
 import { fdLimit, ORIGIN_HOST, ROOT, squidCommon } from './servers.mjs';
-import { cleanEnv, freePort, run, start, waitListening } from './proc.mjs';
+import { cleanEnv, collectMessages, freePort, nextMessage, run, start, stop, waitListening } from './proc.mjs';
 
 export const DOMAIN = 'bench.test';
 
@@ -39,7 +39,7 @@ export async function startDns() {
  * cert is trusted with `upstream_ca_file` (the documented way), or with `trust: 'env'` through
  * NODE_EXTRA_CA_CERTS, to show what a new upstream connection costs without that option.
  */
-export async function startInterceptingProxy(dir, { originCert, trust = 'file', nodeArgs = [] }) {
+export async function startInterceptingProxy(dir, { originCert, trust = 'file' }) {
   const pdir = join(dir, 'proxy');
   const ca = join(pdir, 'ca');
   mkdirSync(join(pdir, 'policies'), { recursive: true });
@@ -59,7 +59,7 @@ export async function startInterceptingProxy(dir, { originCert, trust = 'file', 
     `inspection: {enabled: true, ca_dir: ${ca}${trust === 'file' ? `, upstream_ca_file: ${originCert}` : ''}}`, '',
   ].join('\n'));
   // Access log to /dev/null, as in the main bench: the JSON is still built and written.
-  const child = start('node', [...nodeArgs, cli, 'start', '--config', join(pdir, 'proxy.yaml'), '--policies', join(pdir, 'policies')],
+  const child = start('node', [cli, 'start', '--config', join(pdir, 'proxy.yaml'), '--policies', join(pdir, 'policies')],
     { fdLimit: await fdLimit(), stdout: '/dev/null', stderr: join(dir, 'proxy.stderr'),
       env: trust === 'env' ? { ...cleanEnv(), NODE_EXTRA_CA_CERTS: originCert } : undefined });
   await waitListening('127.0.0.1', port, { child });
@@ -111,4 +111,20 @@ export async function startBumpingSquid(dir, { originCert, mode = 'server-first'
   const child = start('squid', ['-N', '-f', conf], { fdLimit: fds, stdout: join(sdir, 'stdout'), stderr: join(sdir, 'stderr') });
   await waitListening('127.0.0.1', port, { child, timeoutMs: 30_000 });
   return { child, port, ca: cert, name: 'squid', log: join(sdir, 'cache.log') };
+}
+
+/**
+ * Runs bench/tls-client.mjs once against `target` ({port, ca, proxy?}) and returns its result line;
+ * throws if it fails or hangs past `timeLimitS` + 30 s. Its stderr goes to `dir`/client.stderr.
+ */
+export async function tlsClient(dir, target, args, timeLimitS) {
+  const c = start('node', [join(ROOT, 'bench/tls-client.mjs'), '--port', String(target.port), '--ca', target.ca,
+    ...(target.proxy ? ['--proxy', `127.0.0.1:${target.proxy.port}`] : []), ...args],
+  { stdout: 'pipe', stderr: join(dir, 'client.stderr') });
+  try {
+    collectMessages(c);
+    return await nextMessage(c, (m) => m.event === 'done', (timeLimitS + 30) * 1000);
+  } finally {
+    await stop(c, 2000);
+  }
 }

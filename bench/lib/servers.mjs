@@ -41,9 +41,9 @@ export async function startOrigin(dir, { cert, key }) {
 /**
  * Starts egress-proxy from dist/ with a temp config allowing only the origin's address.
  * `policyLines` are appended to the policy file (e.g. `rules:`); `dlpFiles` are copied into the
- * policy directory's dlp/ (profiles the rules name). `nodeArgs` go to node before the script (V8 flags).
+ * policy directory's dlp/ (profiles the rules name).
  */
-export async function startProxy(dir, { cpuProfDir, nodeArgs = [], workers = 1, policyLines = [], dlpFiles = [], log = '{level: info}', configLines = [], inspection = '{enabled: false}' } = {}) {
+export async function startProxy(dir, { cpuProfDir, workers = 1, policyLines = [], dlpFiles = [], log = '{level: info}', configLines = [], inspection = '{enabled: false}' } = {}) {
   const port = await freePort();
   const admin = await freePort();
   const policies = join(dir, 'policies');
@@ -67,7 +67,7 @@ export async function startProxy(dir, { cpuProfDir, nodeArgs = [], workers = 1, 
   if (!existsSync(cli)) throw new Error('dist/cli.js missing: run `npm run build` (or `npm run bench`)');
   const prof = cpuProfDir ? ['--cpu-prof', `--cpu-prof-dir=${cpuProfDir}`] : [];
   // Access log (one JSON line per request) goes to /dev/null: a terminal or pipe would be the bottleneck.
-  const child = start('node', [...nodeArgs, ...prof, cli, 'start', '--config', config, '--policies', policies],
+  const child = start('node', [...prof, cli, 'start', '--config', config, '--policies', policies],
     { fdLimit: await fdLimit(), stdout: '/dev/null', stderr: join(dir, 'proxy.stderr') });
   try {
     await waitListening('127.0.0.1', port, { child });
