@@ -23,6 +23,17 @@ type Line = Record<string, unknown>;
 const parse = (text: string): Line[] => text.split('\n').filter(Boolean).map((l) => JSON.parse(l) as Line);
 const access = (text: string): Line[] => parse(text).filter((l) => l.type === 'access');
 
+/** The lines of a rotated log, oldest file first, checking that no file passed `maxSize`. */
+function rotated(path: string, keep: number, maxSize: number): { files: number; lines: Line[] } {
+  const files = [...Array.from({ length: keep }, (_, i) => `${path}.${keep - i}`).filter((f) => existsSync(f)), path];
+  const lines: Line[] = [];
+  for (const f of files) {
+    expect(statSync(f).size).toBeLessThanOrEqual(maxSize);
+    lines.push(...parse(readFileSync(f, 'utf8')));
+  }
+  return { files: files.length, lines };
+}
+
 async function readyz(p: CliProxy): Promise<{ status: number; body: { status: string; log: Record<string, number> } }> {
   const r = await request(`http://127.0.0.1:${p.adminPort}/readyz`);
   return { status: r.statusCode, body: (await r.body.json()) as { status: string; log: Record<string, number> } };
@@ -342,13 +353,8 @@ describe('a FIFO destination (in process)', () => {
     const pad = (n: number): string => (n % 2 === 0 ? 'ü'.repeat(150 + n) : 'y'.repeat(100 + n));
     for (let n = 0; n < 120; n++) lg.writeAccess(`${lg.accessPrefix()},"n":${n},"pad":"${pad(n)}"}\n`);
     lg.close();
-    const files = [...Array.from({ length: 20 }, (_, i) => `${path}.${20 - i}`).filter((f) => existsSync(f)), path];
-    expect(files.length).toBeGreaterThan(5);
-    const lines: Line[] = [];
-    for (const f of files) {
-      expect(statSync(f).size).toBeLessThanOrEqual(5000);
-      lines.push(...parse(readFileSync(f, 'utf8')));
-    }
+    const { files, lines } = rotated(path, 20, 5000);
+    expect(files).toBeGreaterThan(5);
     expect(lines.map((l) => l.n)).toEqual(Array.from({ length: 120 }, (_, i) => i));
     expect(lines.every((l) => l.pad === pad(l.n as number))).toBe(true);
   });
@@ -390,6 +396,85 @@ describe('queued access lines (in process)', () => {
     expect(seen).toEqual([1, 2, 4, 5, 6, 7, 8, 0]);
     const said = parse(readFileSync(path, 'utf8')).filter((l) => l.type !== 'access').map((l) => l.msg);
     expect(said).toEqual(['an access line could not be encoded and is lost', 'an access-line observer failed']);
+    lg.close();
+  });
+});
+
+describe('access lines encoded straight into the block being filled', () => {
+  const recordFor = async (n: number, path: string): Promise<import('../src/logging/access-record.js').AccessRecord> => {
+    const { AccessRecord } = await import('../src/logging/access-record.js');
+    const rec = new AccessRecord('http', '127.0.0.1', n);
+    Object.assign(rec, { scheme: 'http', host: 'a.example', port: 80, path, status: 200 });
+    return rec;
+  };
+  // Short, long, escaped and many-byte paths: lines from about 200 bytes to about 5 KB.
+  const pathOf = (n: number): string => ['/s', `/${'p'.repeat(n % 1400)}`, `/${'"'.repeat(n % 300)}`, `/${'日'.repeat(n % 500)}`][n % 4]!;
+  const turn = (): Promise<void> => new Promise((r) => setImmediate(r));
+
+  it('never pass the rotation size, and interleave with other lines in order, none lost or split', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'egress-place-'));
+    const path = join(dir, 'access.log');
+    const lg = createLogger({ level: 'info', nodeId: 'place', stdout: false, file: { path, rotate_bytes: 8000, keep: 200 } });
+    for (let n = 0; n < 300; n++) {
+      (await recordFor(n, pathOf(n))).write(lg);
+      if (n % 10 === 0) lg.log.info({ n }, 'between');
+      if (n % 7 === 0) await turn();
+    }
+    lg.close();
+    const { files, lines } = rotated(path, 200, 8000);
+    expect(files).toBeGreaterThan(20);
+    const got = lines.filter((l) => l.type === 'access');
+    expect(got.map((l) => l.client_port)).toEqual(Array.from({ length: 300 }, (_, i) => i));
+    expect(got.every((l) => l.url === `http://a.example:80${pathOf(l.client_port as number)}`)).toBe(true);
+    // Messages go out at once, access lines at the end of the turn: each is in order and whole.
+    expect(lines.filter((l) => l.msg === 'between').map((l) => l.n)).toEqual(Array.from({ length: 30 }, (_, i) => 10 * i));
+  });
+
+  it('through a stall with a full buffer: lines are whole and in order, and every one is written or counted as dropped', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'egress-place-fifo-'));
+    const fifo = join(dir, 'log.fifo');
+    expect((await run('mkfifo', [fifo])).code).toBe(0);
+    const lg = createLogger({ level: 'info', nodeId: 'place', stdout: false, file: { path: fifo }, buffer_bytes: 32_768, when_full: 'drop' });
+    const sent = 600;
+    for (let n = 0; n < sent; n++) {
+      (await recordFor(n, pathOf(n))).write(lg);
+      if (n % 5 === 0) await turn();
+    }
+    await turn();
+    const { dropped_lines: dropped, buffered_bytes: buffered } = lg.stats();
+    expect(dropped).toBeGreaterThan(0);
+    expect(buffered).toBeLessThanOrEqual(32_768); // the buffer bounds memory: lines that do not fit are dropped
+    let text = '';
+    const reader = createReadStream(fifo, { encoding: 'utf8' });
+    reader.on('data', (d) => { text += String(d); });
+    await lg.flushed(5000);
+    await waitFor(() => access(text).length >= sent - dropped, 'everything kept read');
+    const ports = access(text).map((l) => l.client_port as number);
+    expect(ports.length).toBe(sent - dropped);
+    expect(ports.every((p, i) => i === 0 || p > ports[i - 1]!)).toBe(true);
+    expect(access(text).every((l) => l.url === `http://a.example:80${pathOf(l.client_port as number)}`)).toBe(true);
+    lg.close();
+    reader.destroy();
+  });
+
+  it('an encoder that fails half-way through a placed line leaves none of its bytes', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'egress-place-fail-'));
+    const path = join(dir, 'access.log');
+    const lg = createLogger({ level: 'info', nodeId: 'place', stdout: false, file: { path, rotate_bytes: 1 << 20, keep: 1 } });
+    (await recordFor(1, '/one')).write(lg);
+    lg.queueAccess({
+      encode: (out) => {
+        out.start(100);
+        out.text('"half-written":');
+        throw new Error('encoder bug');
+      },
+      written: () => undefined,
+    });
+    (await recordFor(2, '/two')).write(lg);
+    lg.flush();
+    const text = readFileSync(path, 'utf8');
+    expect(text).not.toContain('half-written');
+    expect(access(text).map((l) => l.url)).toEqual(['http://a.example:80/one', 'http://a.example:80/two']);
     lg.close();
   });
 });

@@ -54,6 +54,16 @@ describe('upstream headers', () => {
   });
 });
 
+/** Numbers below `n` from xorshift32: the same values on every run. */
+function randoms(seed: number): (n: number) => number {
+  return (n) => {
+    seed ^= seed << 13;
+    seed ^= seed >>> 17;
+    seed ^= seed << 5;
+    return (seed >>> 0) % n;
+  };
+}
+
 describe('access-log serialisation', () => {
   it('writes valid JSON whatever the client put in its User-Agent', async () => {
     const { AccessRecord } = await import('../src/logging/access-record.js');
@@ -77,14 +87,7 @@ describe('access-log serialisation', () => {
 
   it('encodes every value as JSON.stringify would, clipped, whatever the characters and sizes', async () => {
     const { AccessRecord } = await import('../src/logging/access-record.js');
-    let seed = 7;
-    const rand = (n: number): number => {
-      // xorshift32: the same values on every run.
-      seed ^= seed << 13;
-      seed ^= seed >>> 17;
-      seed ^= seed << 5;
-      return (seed >>> 0) % n;
-    };
+    const rand = randoms(7);
     // Printable ASCII mostly (the fast path), with quotes, controls, many-byte and lone surrogate characters mixed in.
     const alphabet = ['a', 'Z', '/', '%', ' ', '~', '"', '\\', '\n', '\u0001', '\u001f', '\u007f', 'é', '\u2028', '€', '😀', '\ud800', '\udfff'];
     const text = (max: number): string => {
@@ -106,6 +109,34 @@ describe('access-log serialisation', () => {
         ttfb_ms: Math.round(rec.ttfb_ms! * 100) / 100, client_port: rec.client_port,
       });
     }
+  });
+
+  it('writes the URL from the target and the path as one string would be written, clipped, for any target in any order', async () => {
+    const { AccessRecord } = await import('../src/logging/access-record.js');
+    const rand = randoms(11);
+    const alphabet = ['a', '/', '%', '?', '"', '\\', '\n', 'é', '😀', '\ud800'];
+    const text = (max: number): string => {
+      let s = '/';
+      for (let i = rand(max), j = 0; j < i; j++) s += rand(4) ? 'x' : alphabet[rand(alphabet.length)];
+      return s;
+    };
+    // Few targets, so the cached start of the URL is both reused and replaced.
+    const targets = [['http', 'a.example', 80], ['http', 'a.example', 8080], ['https', 'a.example', 80], ['http', '::1', 80], ['http', 'h"\u0001é', 80]] as const;
+    const clip = (v: string): string => (v.length > 1536 ? `${v.slice(0, 1536)}…` : v);
+    for (let i = 0; i < 200; i++) {
+      const [scheme, host, port] = targets[rand(targets.length)]!;
+      const rec = new AccessRecord('http', '127.0.0.1', 1);
+      Object.assign(rec, { scheme, host, port, path: text(rand(3) ? 40 : 1700) });
+      const url = `${scheme}://${host.includes(':') ? `[${host}]` : host}:${port}${rec.path}`;
+      expect(rec.url).toBe(url);
+      expect((JSON.parse(rec.serialise('{"level":"info"')) as { url: string }).url).toBe(clip(url));
+    }
+    // A URL set whole is logged as it is.
+    const rec = new AccessRecord('http', '127.0.0.1', 1);
+    Object.assign(rec, { scheme: 'http', host: 'a.example', port: 80, path: '/a' });
+    rec.url = 'http://b.example:81/b';
+    expect(rec.path).toBeUndefined();
+    expect((JSON.parse(rec.serialise('{"level":"info"')) as { url: string }).url).toBe('http://b.example:81/b');
   });
 
   it('reuses no piece of an earlier line whose values differ', async () => {

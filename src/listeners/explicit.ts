@@ -9,7 +9,7 @@ import { forwardWebSocket } from '../egress/websocket.js';
 import { errorCode, ProxyError } from '../errors/proxy-error.js';
 import { REASONS, statusOf, type ReasonId } from '../errors/reasons.js';
 import { rejectRequest, rejectSocket } from '../errors/reject.js';
-import { AccessRecord, loggedUrl } from '../logging/access-record.js';
+import { AccessRecord, loggedPath } from '../logging/access-record.js';
 import { authenticate, challenges, deviceOf, SESSION_HANDOFF_PATH } from '../identity/authenticate.js';
 import type { Asked, Principal } from '../identity/principal.js';
 import { responseCheck } from '../inspection/download.js';
@@ -32,7 +32,7 @@ function admit(rt: ProxyRuntime, rec: AccessRecord, req: IncomingMessage, target
   rec.scheme = target.scheme;
   rec.host = target.host;
   rec.port = target.port;
-  rec.url = kind === 'connect' ? undefined : loggedUrl(target.scheme, target.host, target.port, target.path, rt.config.log.redact_query);
+  rec.path = kind === 'connect' ? undefined : loggedPath(target.path, rt.config.log.redact_query);
   if (viaContains(req.headers.via, rt.viaToken)) throw new ProxyError('proxy_loop', 'own Via entry seen');
   const who = authenticate(rt, req, rec.client_ip);
   return who instanceof Promise ? who.then((p) => admitAs(rt, rec, req, target, kind, p)) : admitAs(rt, rec, req, target, kind, who);
@@ -67,7 +67,7 @@ function judge(rt: ProxyRuntime, rec: AccessRecord, req: IncomingMessage, target
   rec.dlpProfiles = d.modifiers.dlp;
   // A rule may ask for query strings in clear (they are redacted by default: they often hold tokens).
   if (d.modifiers.log_query === true && kind !== 'connect' && rt.config.log.redact_query) {
-    rec.url = loggedUrl(target.scheme, target.host, target.port, target.path, false);
+    rec.path = target.path;
   }
   if (d.report.length > 0) rec.report = d.report.map((h) => `${h.rule}:${h.action}`).join(',');
   if (d.action === 'allow') return;

@@ -26,10 +26,11 @@ export function listenerOf(socket: Socket): ListenerName {
 /** What kind of exchange a log line describes. */
 export type ExchangeKind = 'http' | 'connect' | 'websocket' | 'client_error';
 
-// A line is encoded straight into one reused buffer (line-bytes.ts). The groups of fields that
-// repeat from one request to the next (the client connection, the target, the upstream, the
-// policy decision, the identity, the device) are kept encoded and copied in; what changes with
-// every request (URL, numbers, user agent) is written in place. Nothing is left for the garbage
+// A line is encoded straight into one reused buffer (line-bytes.ts): the destination's block
+// when there is one destination. The groups of fields that repeat from one request to the next
+// (the client connection, the target, the upstream, the policy decision, the identity, the
+// device, the start of the URL) are kept encoded and copied in; what changes with every request
+// (path, numbers, user agent) is written in place. Nothing is left for the garbage
 // collector: each short-lived string made the proxy slower on the whole request path
 // (docs/benchmarks.md "Logging and metrics").
 
@@ -66,6 +67,15 @@ function same(p: Piece, a: unknown, b: unknown, c: unknown, d: unknown, e: unkno
 const connPiece = piece();
 const targetPiece = piece();
 const upstreamPiece = piece();
+/** The start of the URL field, for the target it was built from. */
+interface UrlPiece {
+  scheme: string | undefined;
+  host: string | undefined;
+  port: number | undefined;
+  chars: number;
+  s: Buffer | undefined;
+}
+const urlPiece: UrlPiece = { scheme: undefined, host: undefined, port: undefined, chars: 0, s: undefined };
 const decisionPiece = piece();
 const identityPiece = piece();
 const devicePiece = piece();
@@ -98,7 +108,13 @@ export class AccessRecord {
   scheme: string | undefined;
   host: string | undefined;
   port: number | undefined;
-  url: string | undefined;
+  /**
+   * The request's path as logged (query redacted unless policy asks), undefined for a tunnel: the
+   * line writes the URL from it and the target's cached piece without building the URL string.
+   */
+  path: string | undefined;
+  /** A URL set whole (see `url`), logged as is instead of the one made of target and path. */
+  private wholeUrl: string | undefined;
   resolved_ip: string | undefined;
   /** The node that dialled the destination, and the source address its connection left from. */
   egress_node: string | undefined;
@@ -158,6 +174,17 @@ export class AccessRecord {
     this.client_port = clientPort;
   }
 
+  /** The URL as logged (`scheme://host:port/path`), undefined for a tunnel. */
+  get url(): string | undefined {
+    if (this.wholeUrl !== undefined || this.path === undefined) return this.wholeUrl;
+    return urlOf(this.scheme ?? 'http', this.host ?? '', this.port ?? 0, this.path);
+  }
+
+  set url(v: string | undefined) {
+    this.wholeUrl = v;
+    this.path = undefined;
+  }
+
   /** Notes that the response head (or a tunnel's 200) goes to the client now; the first call counts. */
   firstByte(): void {
     if (this.ttfb_ms === undefined) this.ttfb_ms = Math.round((performance.now() - this.start) * 100) / 100;
@@ -197,7 +224,7 @@ export class AccessRecord {
   /** The JSON line, as text: `prefix` (`{"level":…` without the closing brace) then the fields (see `encode`). */
   serialise(prefix: string): string {
     const n = this.encode(scratch, AccessPrefix.fixed(prefix));
-    return scratch.buf.toString('utf8', 0, n);
+    return scratch.buf.toString('utf8', scratch.begin, scratch.begin + n);
   }
 
   /**
@@ -213,18 +240,25 @@ export class AccessRecord {
     const rest = join(middle, this.targetPiece(), this.upstreamPiece(), this.decisionPiece(), this.identityPiece(),
       this.device_id === undefined && this.device_trust === undefined ? EMPTY : this.devicePiece());
     const inspection = this.dlp === undefined && this.incident === undefined && this.icap === undefined && !this.dlp_unscanned ? '' : this.inspectionText();
-    out.start(start.length + rest.length + 3 * inspection.length + quotedBound(this.url, URL_MAX) + quotedBound(this.report, 1024) +
-      quotedBound(this.user_agent, 256) + 256);
+    // The URL from the target's cached start and the path: no URL string is built per request.
+    const u = this.path !== undefined && this.host !== undefined && this.port !== undefined ? this.urlPiece() : undefined;
+    const fromPiece = u !== undefined && u.chars < URL_MAX;
+    const whole = fromPiece ? undefined : this.url;
+    out.start(start.length + rest.length + 3 * inspection.length + (fromPiece ? u.s!.length + quotedBound(this.path, URL_MAX) : quotedBound(whole, URL_MAX)) +
+      quotedBound(this.report, 1024) + quotedBound(this.user_agent, 256) + 256);
     out.raw(start);
-    if (prefix.timeAt >= 0) out.over(prefix.timeAt, prefix.time);
+    if (prefix.timeAt >= 0) out.over(out.begin + prefix.timeAt, prefix.time);
     if (this.client_port !== undefined) {
       out.raw(K.clientPort);
       out.int(this.client_port);
     }
     out.raw(rest);
-    if (this.url !== undefined) {
+    if (fromPiece) {
+      out.raw(u.s!);
+      out.strRest(this.path!, URL_MAX - u.chars);
+    } else if (whole !== undefined) {
       out.raw(K.url);
-      out.str(this.url, URL_MAX);
+      out.str(whole, URL_MAX);
     }
     out.raw(K.status);
     out.int(this.status);
@@ -249,7 +283,7 @@ export class AccessRecord {
       out.str(this.user_agent, 256);
     }
     out.raw(K.end);
-    return out.pos;
+    return out.length;
   }
 
   private connPiece(): Buffer {
@@ -263,6 +297,19 @@ export class AccessRecord {
     if (same(p, this.method, this.scheme, this.host, this.port, undefined)) return p.s!;
     return (p.s = bytes(`${opt('method', this.method, 32)}${this.scheme === undefined ? '' : `,"scheme":"${this.scheme}"`}${opt('host', this.host, 256)}` +
       `${this.port === undefined ? '' : `,"port":${this.port}`}`));
+  }
+
+  /** `,"url":"scheme://host:port` (no closing quote), and how many characters of the URL that is. */
+  private urlPiece(): UrlPiece {
+    const p = urlPiece;
+    if (p.s !== undefined && p.scheme === this.scheme && p.host === this.host && p.port === this.port) return p;
+    const text = urlOf(this.scheme ?? 'http', this.host!, this.port!, '');
+    p.scheme = this.scheme;
+    p.host = this.host;
+    p.port = this.port;
+    p.chars = text.length;
+    p.s = bytes(`,"url":${quote(text, URL_MAX).slice(0, -1)}`);
+    return p;
   }
 
   private upstreamPiece(): Buffer {
@@ -348,10 +395,13 @@ export function observeAccess(logger: ProxyLogger, fn: AccessObserver): void {
   else observers.set(logger, [fn]);
 }
 
-/** The URL as logged: the query string replaced unless the config asks to keep it (it often holds tokens). */
-export function loggedUrl(scheme: string, host: string, port: number, path: string, redactQuery: boolean): string {
-  const q = path.indexOf('?');
-  const p = redactQuery && q !== -1 ? `${path.slice(0, q)}?REDACTED` : path;
-  const h = host.includes(':') ? `[${host}]` : host;
-  return `${scheme}://${h}:${port}${p}`;
+/** The path as logged: the query string replaced unless the config asks to keep it (it often holds tokens). */
+export function loggedPath(path: string, redactQuery: boolean): string {
+  const q = redactQuery ? path.indexOf('?') : -1;
+  return q === -1 ? path : `${path.slice(0, q)}?REDACTED`;
+}
+
+/** `scheme://host:port` and the path (an IPv6 address in brackets). */
+function urlOf(scheme: string, host: string, port: number, path: string): string {
+  return `${scheme}://${host.includes(':') ? `[${host}]` : host}:${port}${path}`;
 }

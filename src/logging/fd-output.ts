@@ -1,5 +1,6 @@
 import { closeSync, writeSync } from 'node:fs';
 import { CHAIN_START } from './chain.js';
+import type { LineBytes, LinePlace } from './line-bytes.js';
 
 /** A pipe's block is written once this many bytes of whole lines are waiting (one write per ~7 access lines). */
 export const MIN_BLOCK = 4000;
@@ -19,11 +20,12 @@ interface Block {
 /**
  * One destination: a file descriptor written synchronously (never blocking when it is a pipe
  * opened O_NONBLOCK), with a queue of whole-line blocks kept while it does not take bytes.
- * Lines are copied into one reused block buffer and written from it: no string per block to
- * build, flatten and encode again, and nothing left for the garbage collector unless the
- * destination stalls (then the block is copied into the queue).
+ * Lines are encoded straight into one reused block buffer (`place`, when the output is the
+ * only one) or copied into it, and written from it: no string per block to build, flatten and
+ * encode again, and nothing left for the garbage collector unless the destination stalls (then
+ * the block is copied into the queue).
  */
-export class FdOutput {
+export class FdOutput implements LinePlace {
   /** Bytes waiting: queued blocks, the part-written block and the block being filled. */
   queued = 0;
   /** Whole lines written. */
@@ -59,6 +61,28 @@ export class FdOutput {
       return;
     }
     src.copy(this.cur, this.curBytes, 0, bytes);
+    this.filled(bytes);
+  }
+
+  /**
+   * Lets `out` encode a line of at most `bound` bytes at the end of the block being filled, so it
+   * is written from there with no copy (then `commit`); false when the bound does not fit, and the
+   * line goes through `addBytes`, which fills blocks to the byte.
+   */
+  place(out: LineBytes, bound: number): boolean {
+    if (this.curBytes + bound > this.limit()) return false;
+    out.buf = this.cur;
+    out.begin = out.pos = this.curBytes;
+    return true;
+  }
+
+  /** True when `buf` is the block being filled (a line was placed there). */
+  fills(buf: Buffer): boolean {
+    return buf === this.cur;
+  }
+
+  /** Takes the `bytes` just encoded where `place` pointed (not taking them leaves them to be overwritten). */
+  commit(bytes: number): void {
     this.filled(bytes);
   }
 

@@ -4,18 +4,39 @@
  * (a dozen concatenations, then flattening it to encode it) cost the proxy 12% of its CPU per
  * small request, far more than the same work in a loop: see docs/benchmarks.md "Logging and metrics".
  */
+/** A destination a line can be encoded straight into (the block it is filling). */
+export interface LinePlace {
+  /** Points `out` (`buf`, `begin`, `pos`) at room for a line of at most `bound` bytes; false when there is none. */
+  place(out: LineBytes, bound: number): boolean;
+}
+
 export class LineBytes {
+  /** Where the line is being written: a destination's block (see `place`) or this buffer's own. */
   buf: Buffer;
+  /** Where the line starts in `buf`. */
+  begin = 0;
+  /** Where the next byte goes in `buf`. */
   pos = 0;
+  /** Where lines go when there is room, to be written from there without a copy. */
+  place: LinePlace | undefined;
+  private own: Buffer;
 
   constructor(size: number) {
-    this.buf = Buffer.allocUnsafe(size);
+    this.own = this.buf = Buffer.allocUnsafe(size);
   }
 
-  /** Starts a new line of at most `bound` bytes (the buffer grows, once, for a larger one). */
+  /** Starts a new line of at most `bound` bytes: in place when there is room there, else in the own buffer (grown, once, for a larger line). */
   start(bound: number): void {
-    if (bound > this.buf.length) this.buf = Buffer.allocUnsafe(Math.max(bound, 2 * this.buf.length));
+    if (this.place?.place(this, bound) === true) return;
+    if (bound > this.own.length) this.own = Buffer.allocUnsafe(Math.max(bound, 2 * this.own.length));
+    this.buf = this.own;
+    this.begin = 0;
     this.pos = 0;
+  }
+
+  /** Bytes of the line so far. */
+  get length(): number {
+    return this.pos - this.begin;
   }
 
   /** Copies bytes already encoded (a cached piece of a line). */
@@ -74,10 +95,16 @@ export class LineBytes {
    * or backslashes, the usual case, is copied byte by byte; anything else goes through `quote`.
    */
   str(v: string, max: number): void {
+    this.buf[this.pos++] = 0x22;
+    this.strRest(v, max);
+  }
+
+  /** The rest of a JSON string whose opening quote (and first characters) are already written: `v` clipped to `max`, then `"`. */
+  strRest(v: string, max: number): void {
     const buf = this.buf;
     const n = v.length;
     if (n <= max) {
-      let at = this.pos + 1;
+      let at = this.pos;
       let i = 0;
       for (; i < n; i++) {
         const c = v.charCodeAt(i);
@@ -85,13 +112,12 @@ export class LineBytes {
         buf[at++] = c;
       }
       if (i === n) {
-        buf[this.pos] = 0x22;
         buf[at++] = 0x22;
         this.pos = at;
         return;
       }
     }
-    this.text(quote(v, max));
+    this.text(quote(v, max).slice(1));
   }
 }
 

@@ -151,6 +151,7 @@ export function createLogger(o: LoggerOptions): ProxyLogger {
   // batch, rather than between every two requests, cost measurably less CPU per request
   // (docs/benchmarks.md "Logging and metrics").
   const out = new LineBytes(8192);
+  out.place = sink.place;
   let queue: QueuedLine[] = [];
   let scheduled = false;
   const drain = (): void => {
@@ -163,8 +164,8 @@ export function createLogger(o: LoggerOptions): ProxyLogger {
       // A bug in one line's encoder or observers must cost neither the process nor the lines after it.
       try {
         if (enabled) {
-          const n = line.encode(out, prefix); // first: a long line grows the buffer
-          sink.writeBytes(out.buf, n);
+          line.encode(out, prefix);
+          sink.take(out);
         }
       } catch (err) {
         ready?.error({ err }, 'an access line could not be encoded and is lost');

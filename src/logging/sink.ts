@@ -1,7 +1,7 @@
 import { writeSync } from 'node:fs';
 import { chainLine } from './chain.js';
 import type { FdOutput } from './fd-output.js';
-import { LineBytes } from './line-bytes.js';
+import { LineBytes, type LinePlace } from './line-bytes.js';
 
 /** What to do when a destination stops taking lines and the buffer is full. */
 export type WhenFull = 'fail_closed' | 'drop';
@@ -82,6 +82,26 @@ export class LineSink {
     if (this.closed) return;
     if (this.o.tamperEvident) return this.writeChained(line);
     this.put(this.encoded(line), this.text.pos);
+  }
+
+  /**
+   * Where lines may be encoded straight into a destination's block (see `take`): there is one
+   * destination and lines are not hash-chained. Undefined otherwise.
+   */
+  get place(): LinePlace | undefined {
+    return this.outputs.length === 1 && !this.o.tamperEvident ? this.outputs[0] : undefined;
+  }
+
+  /** Takes the line just encoded in `out` (ending in a newline): kept where it was placed, or copied. */
+  take(out: LineBytes): void {
+    const dest = this.outputs[0];
+    // Not placed: encoded in its own buffer, from 0.
+    if (dest === undefined || !dest.fills(out.buf)) return this.writeBytes(out.buf, out.length);
+    if (this.closed) return;
+    const bytes = out.length;
+    if (!this.admit(dest, bytes)) return this.lose();
+    dest.commit(bytes);
+    this.wrote(dest);
   }
 
   /** Takes one line already encoded, `buf[0, bytes)` (ending in a newline), copied before this returns. */
