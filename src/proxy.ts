@@ -11,6 +11,7 @@ import type { LoadedConfig } from './config/load.js';
 import { UpstreamPools } from './egress/pools.js';
 import { IcapClient } from './inspection/icap.js';
 import { ScanPool } from './inspection/dlp/scan-pool.js';
+import { SpoolDir } from './inspection/spool.js';
 import { AdmittedConnections } from './identity/admitted.js';
 import { setupIdentity, type IdentityHandle } from './identity/setup.js';
 import { AddressGuard } from './egress/addresses.js';
@@ -93,6 +94,7 @@ export async function startProxy(config: LoadedConfig, logger?: ProxyLogger, opt
     stats: new LiveStats({ node: config.node_id, active: () => rt.active }),
     icap: icapClients(config),
     dlpScans: new ScanPool(config.inspection.dlp_workers, (err) => lg.log.error({ err: err.message }, 'DLP scan worker failed; its uploads were refused (dlp_error)')),
+    spool: new SpoolDir(config.spoolDir, config.inspection.spool_total_bytes),
     identity: { enabled: false, tokens: undefined, sessions: undefined, devices: undefined, portal: undefined, admitted: new AdmittedConnections() },
     self: new SelfAddresses(),
     via: `1.1 ${config.node_id} (egress-proxy)`,

@@ -57,6 +57,8 @@ export interface ProxyRuntime {
   } | undefined;
   /** Where uploads are scanned for DLP: worker threads (inspection.dlp_workers) or the event loop. */
   readonly dlpScans: import('./inspection/dlp/scan-pool.js').ScanPool;
+  /** Where large uploads wait on disk for their DLP verdict (inspection.spool_*). */
+  readonly spool: import('./inspection/spool.js').SpoolDir;
   /** ICAP services (inspection.icap), used by rules whose `dlp` names the `icap` profile. */
   readonly icap: { reqmod: import('./inspection/icap.js').IcapClient | undefined; respmod: import('./inspection/icap.js').IcapClient | undefined };
   /** Our Via entry, e.g. "1.1 egress-1 (egress-proxy)". */

@@ -24,8 +24,10 @@ let secure: Origin;
 let dns: TestDns;
 let icap: CIcap;
 let proxy: TestProxy;
-/** The same policies, with uploads scanned in worker threads (inspection.dlp_workers). */
+/** The same policies, with uploads scanned in worker threads (inspection.dlp_workers) and streamed past hold_bytes (spool_bytes: 0). */
 let workers: TestProxy;
+/** The same policies on the event loop, streaming past hold_bytes (spool_bytes: 0). */
+let streamer: TestProxy;
 
 beforeAll(async () => {
   dir = mkdtempSync(join(tmpdir(), 'egress-dlp-'));
@@ -72,7 +74,7 @@ beforeAll(async () => {
     version: 'v1',
     rules: [
       { id: 'icap-path', action: 'allow', dlp: ['icap'], when: { paths: ['/icap'] } },
-      { id: 'bulk-path', action: 'allow', dlp: ['bulk'], when: { paths: ['/big', '/w/big'] } },
+      { id: 'bulk-path', action: 'allow', dlp: ['bulk'], when: { paths: ['/big', '/w/big', '/s/big'] } },
       { id: 'downloads', action: 'allow', dlp: ['nodownload'], when: { paths: ['/dl/'] } },
       { id: 'icap-downloads', action: 'allow', dlp: ['icap'], when: { paths: ['/scan/'] } },
       { id: 'inspect-secure', action: 'allow', inspect: true, dlp: ['default'], when: { apps: ['secure'] } },
@@ -81,13 +83,17 @@ beforeAll(async () => {
     apps: { secure: { hosts: ['secure.test'] } },
   }));
   expect(await proxy.running.reload()).toBe(true);
-  workers = await startTestProxy({ dns: { servers: [dns.address] }, inspection: { ...inspection, dlp_workers: 2 } });
-  cpSync(join(proxy.dir, 'policies'), join(workers.dir, 'policies'), { recursive: true });
-  expect(await workers.running.reload()).toBe(true);
+  workers = await startTestProxy({ dns: { servers: [dns.address] }, inspection: { ...inspection, dlp_workers: 2, spool_bytes: 0 } });
+  streamer = await startTestProxy({ dns: { servers: [dns.address] }, inspection: { ...inspection, spool_bytes: 0 } });
+  for (const p of [workers, streamer]) {
+    cpSync(join(proxy.dir, 'policies'), join(p.dir, 'policies'), { recursive: true });
+    expect(await p.running.reload()).toBe(true);
+  }
 }, 30_000);
 
 afterAll(async () => {
   await workers?.close();
+  await streamer?.close();
   await proxy?.close();
   await Promise.all([origin?.close(), files?.close(), secure?.close(), icap?.stop()]);
   dns?.close();
@@ -117,7 +123,7 @@ async function trickle(p: TestProxy, path: string, type: string, encoding: strin
 }
 
 /** The upload checks, through one proxy; `at` prefixes the paths so each proxy's requests stay apart at the origin. */
-function uploadChecks(p: () => TestProxy, at: string): void {
+function uploadChecks(p: () => TestProxy, at: string, spooled: boolean): void {
   it('blocks a card number: 403 with an incident id, the origin receives nothing, the log masks it', async () => {
     const r = await post(p(), `${at}/card`, ['--data-binary', `order=1&card=${CARD}&note=thanks`]);
     expect(r.stdout).toMatch(/^HTTP\/1\.1 403 /);
@@ -174,7 +180,22 @@ function uploadChecks(p: () => TestProxy, at: string): void {
     expect(rawLog(p())).not.toContain('123-45-6789');
   });
 
-  it('scans an upload larger than it holds as it streams (memory bounded) and cuts it when the secret comes at the end', async () => {
+  largeUploadChecks(p, at, spooled);
+}
+
+/**
+ * Uploads larger than hold_bytes: `spooled`, the proxy holds them on disk until the verdict and
+ * the destination gets nothing of a blocked one; otherwise (spool_bytes: 0) they stream while
+ * scanned and the destination gets nothing from the secret on.
+ */
+function largeUploadChecks(p: () => TestProxy, at: string, spooled: boolean): void {
+  /** What the destination got of an upload cut at byte `cut`: nothing at all when spooled (it was never asked). */
+  const expectCutAt = (path: string, cut: number): void => {
+    const seen = origin.seen.find((s) => s.url === `${at}${path}`);
+    if (spooled) expect(seen).toBeUndefined();
+    else expect(seen?.bodyBytes ?? 0).toBeLessThanOrEqual(cut);
+  };
+  it(`${spooled ? 'holds on disk' : 'streams'} an upload larger than hold_bytes (memory bounded) and blocks it when the secret comes at the end`, async () => {
     const big = join(dir, 'big.bin');
     const fd = openSync(big, 'w');
     const block = Buffer.alloc(1 << 20, 'lorem ipsum dolor sit amet 0123456789 ');
@@ -187,36 +208,35 @@ function uploadChecks(p: () => TestProxy, at: string): void {
     const line = await p().waitForAccess((l) => String(l.url).endsWith(`${at}/big`), 20_000);
     expect(line).toMatchObject({ reason: 'dlp_match' });
     // The destination never got the whole upload (it was cut before its last chunk).
-    const seen = origin.seen.find((s) => s.url === `${at}/big`);
-    if (seen) expect(seen.bodyBytes).toBeLessThan(200 * (1 << 20) + 30);
+    expectCutAt('/big', 200 * (1 << 20));
     expect(r.stdout).not.toMatch(/^HTTP\/1\.1 200 /m);
     // 200 MiB went through this process; what it kept is far less.
     expect(after.arrayBuffers - before.arrayBuffers).toBeLessThan(64 << 20);
   }, 60_000);
 
   // Small writes, so the proxy reads the body in many chunks smaller than a scan segment.
-  it('sends nothing of a streamed upload from the secret on: plain text, written in 8 KiB pieces', async () => {
+  it(`sends nothing ${spooled ? 'at all' : 'from the secret on'} of a large upload: plain text, written in 8 KiB pieces`, async () => {
     const block = Buffer.alloc(3 << 20, 'lorem ipsum dolor sit amet 0123456789 ');
     const card = Buffer.from(` card ${CARD} `);
     const status = await trickle(p(), `${at}/mid`, 'text/plain', undefined, Buffer.concat([block, card, block]));
     // The 403 may be lost to the reset of a connection cut mid-upload; the log line is not.
     expect(status).not.toMatch(/^HTTP\/1\.1 2/);
     expect(await p().waitForAccess((l) => String(l.url).endsWith(`${at}/mid`), 20_000)).toMatchObject({ reason: 'dlp_match' });
-    // Past hold_bytes (1 MiB) the body streams, but never the card, nor anything after it.
-    expect(origin.seen.find((s) => s.url === `${at}/mid`)?.bodyBytes ?? 0).toBeLessThanOrEqual(block.length);
+    // Past hold_bytes (1 MiB) the body is spooled, or streams but never the card, nor anything after it.
+    expectCutAt('/mid', block.length);
   }, 30_000);
 
-  it('sends nothing of a streamed JSON upload from the secret on, however escaped the text before it', async () => {
+  it(`sends nothing ${spooled ? 'at all' : 'from the secret on'} of a large JSON upload, however escaped the text before it`, async () => {
     // Six bytes on the wire per character the scanner sees (JSON unescaping in between).
     const before = `{"note":"${'\\u0041'.repeat(500_000)}`;
     const body = Buffer.from(`${before} card ${CARD} ${'\\u0041'.repeat(200_000)}"}`);
     const status = await trickle(p(), `${at}/midjson`, 'application/json', undefined, body);
     expect(status).not.toMatch(/^HTTP\/1\.1 2/);
     expect(await p().waitForAccess((l) => String(l.url).endsWith(`${at}/midjson`), 20_000)).toMatchObject({ reason: 'dlp_match' });
-    expect(origin.seen.find((s) => s.url === `${at}/midjson`)?.bodyBytes ?? 0).toBeLessThanOrEqual(before.length);
+    expectCutAt('/midjson', before.length);
   }, 30_000);
 
-  it('sends nothing of a streamed gzip upload from the secret on', async () => {
+  it(`sends nothing ${spooled ? 'at all' : 'from the secret on'} of a large gzip upload`, async () => {
     // Letters that do not compress away, so the compressed body is larger than what is held.
     let seed = 7;
     const letters = Buffer.alloc(4 << 20);
@@ -233,13 +253,14 @@ function uploadChecks(p: () => TestProxy, at: string): void {
     const status = await trickle(p(), `${at}/midgz`, 'text/plain', 'gzip', Buffer.concat(parts));
     expect(status).not.toMatch(/^HTTP\/1\.1 2/);
     expect(await p().waitForAccess((l) => String(l.url).endsWith(`${at}/midgz`), 20_000)).toMatchObject({ reason: 'dlp_match' });
-    expect(origin.seen.find((s) => s.url === `${at}/midgz`)?.bodyBytes ?? 0).toBeLessThanOrEqual(clean);
+    expectCutAt('/midgz', clean);
   }, 30_000);
 }
 
 describe('DLP on uploads through the proxy', () => {
-  uploadChecks(() => proxy, '');
-  describe('scanned in worker threads (dlp_workers: 2)', () => uploadChecks(() => workers, '/w'));
+  uploadChecks(() => proxy, '', true);
+  describe('scanned in worker threads (dlp_workers: 2), streamed past hold_bytes (spool_bytes: 0)', () => uploadChecks(() => workers, '/w', false));
+  describe('on the event loop, streamed past hold_bytes (spool_bytes: 0)', () => largeUploadChecks(() => streamer, '/s', false));
 
   it('inspects inside intercepted HTTPS the same way', async () => {
     const r = await run('curl', ['-sS', '-i', '--cacert', join(dir, 'ca', 'ca.pem'), '-x', proxy.url, '--data-binary', `card=${CARD}`, `https://secure.test:${secure.port}/pay`], { env: cleanEnv() });

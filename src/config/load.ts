@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
-import { availableParallelism, hostname } from 'node:os';
-import { dirname, resolve } from 'node:path';
+import { availableParallelism, hostname, tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
 import { cidr, hostPort } from './fields.js';
 import { configSchema, type ProxyConfig } from './schema.js';
 import { FileValidationError, parseYamlFile } from './validate.js';
@@ -32,6 +32,8 @@ export const ENV = {
 /** Config after loading: policy directory made absolute, node id filled in, frozen. */
 export type LoadedConfig = Readonly<Omit<ProxyConfig, 'workers'> & {
   node_id: string; workers: number; policiesDir: string; configFile: string | undefined; caDir: string; upstreamCaFile: string | undefined;
+  /** Where large uploads wait on disk for their DLP verdict (inspection.spool_dir, made absolute). */
+  spoolDir: string;
   /** Directory that relative file names in the config are resolved against (the config file's, else the working directory). */
   baseDir: string;
 }>;
@@ -115,6 +117,7 @@ export function loadConfig(opts: StartOverrides = {}, env: NodeJS.ProcessEnv = p
     policiesDir: policiesDir ? resolve(policiesDir) : resolve(baseDir, parsed.policies),
     caDir: resolve(baseDir, parsed.inspection.ca_dir),
     upstreamCaFile: parsed.inspection.upstream_ca_file ? resolve(baseDir, parsed.inspection.upstream_ca_file) : undefined,
+    spoolDir: parsed.inspection.spool_dir ? resolve(baseDir, parsed.inspection.spool_dir) : join(tmpdir(), `egress-proxy-spool-${process.getuid?.() ?? 'user'}`),
     configFile,
     baseDir,
   });

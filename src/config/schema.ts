@@ -77,7 +77,13 @@ export const configSchema = z
         dlp_workers: z.number().int().min(0).max(64).default(0)
           .describe('Threads that scan uploads for DLP, so scanning uses other cores and never holds up other requests; 0 = scan on the event loop.'),
         hold_bytes: z.number().int().min(0).max(1 << 30).default(8 << 20)
-          .describe('Request bodies up to this size are held until DLP/ICAP decide, so a blocked upload sends nothing; larger ones stream while scanned and are cut on a block.'),
+          .describe('Request bodies up to this size are held in memory until DLP/ICAP decide, so a blocked upload sends nothing.'),
+        spool_bytes: z.number().int().min(0).max(1 << 30).default(1 << 30)
+          .describe('Past hold_bytes, a body DLP scans is held on disk (encrypted, deleted when done) until its verdict, up to the largest max_scan_bytes of its profiles and at most this; larger ones stream while scanned and are cut on a block. 0 = never spool.'),
+        spool_total_bytes: z.number().int().min(0).max(2 ** 44).default(8 * 2 ** 30)
+          .describe('Disk all spooled bodies may take together; past it, a large body streams while scanned.'),
+        spool_dir: z.string().min(1).optional()
+          .describe('Directory of spooled bodies, relative to this file; default: a directory in the system temp dir.'),
         icap: z.strictObject({
           reqmod_url: z.string().regex(/^icap:\/\/[^/\s]+\/\S*$/, { message: 'expected icap://host:port/service' }).optional()
             .describe('ICAP REQMOD service for uploads (RFC 3507), used by DLP profiles with `icap: true`.'),

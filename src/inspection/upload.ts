@@ -1,4 +1,4 @@
-import type { IncomingMessage } from 'node:http';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import { ProxyError } from '../errors/proxy-error.js';
 import type { ReasonId } from '../errors/reasons.js';
 import type { AccessRecord } from '../logging/access-record.js';
@@ -7,6 +7,7 @@ import type { ProxyRuntime } from '../runtime.js';
 import type { CompiledProfile } from './dlp/profile.js';
 import { mergeVerdicts, type Verdict } from './dlp/tally.js';
 import type { IcapClient } from './icap.js';
+import { HeldBody } from './held-body.js';
 import { incidentId } from './incident.js';
 
 
@@ -31,22 +32,25 @@ function record(rec: AccessRecord, v: Verdict, incident: string | undefined): vo
 
 /**
  * Inspects a request body before any byte of it goes upstream, with the rule's DLP profiles and,
- * for the `icap` profile, the ICAP REQMOD service. Bodies up to `inspection.hold_bytes` are held
- * whole until the verdict, so a blocked upload sends the destination nothing. Larger bodies
- * stream on as they are scanned: a byte goes upstream only once it is scanned and the scan
- * found nothing to block, and the last ones only after the verdict, so a block cuts the upload
- * before the secret and before the end. Throws ProxyError on a block (or when ICAP fails closed).
+ * for the `icap` profile, the ICAP REQMOD service. The body is held until the verdict, so a
+ * blocked upload sends the destination nothing: in memory up to `inspection.hold_bytes`, past
+ * that on disk (spool.ts), as far as the profiles scan (their largest `max_scan_bytes`, at most
+ * `inspection.spool_bytes`). A body larger still streams on as it is scanned: a byte goes
+ * upstream only once it is scanned and the scan found nothing to block, and the last ones only
+ * after the verdict, so a block cuts the upload before the secret and before the end. Throws
+ * ProxyError on a block (or when ICAP fails closed). Whatever is held is let go when `res` closes.
  */
-export async function inspectUpload(rt: ProxyRuntime, rec: AccessRecord, req: IncomingMessage, names: readonly string[]): Promise<InspectedBody> {
+export async function inspectUpload(rt: ProxyRuntime, rec: AccessRecord, req: IncomingMessage, res: ServerResponse, names: readonly string[]): Promise<InspectedBody> {
   const policy = rt.current.policy;
   const profiles = names.filter((n) => n !== ICAP_PROFILE).map((n) => policy.dlp.get(n)).filter((p): p is CompiledProfile => p !== undefined);
   const icap = names.includes(ICAP_PROFILE) ? rt.icap.reqmod : undefined;
   const info = { contentType: req.headers['content-type'], contentEncoding: req.headers['content-encoding'], direction: 'upload' as const };
   const inspectors = profiles.map((p) => rt.dlpScans.inspector(p, info));
-  const hold = rt.config.inspection.hold_bytes;
+  const { hold_bytes: hold, spool_bytes: spoolBytes } = rt.config.inspection;
+  // Held (on disk past `hold`) as far as the profiles scan: what lies beyond is not scanned anyway.
+  let limit = Math.max(hold, Math.min(spoolBytes, Math.max(0, ...profiles.map((p) => p.maxScanBytes))));
   const it = req[Symbol.asyncIterator]() as AsyncIterator<Buffer>;
-  const held: Buffer[] = [];
-  let size = 0;
+  const held = new HeldBody();
   let done = false;
   const feed = async (chunk: Buffer): Promise<void> => {
     for (const i of inspectors) if (!i.write(chunk)) await i.drained();
@@ -54,60 +58,79 @@ export async function inspectUpload(rt: ProxyRuntime, rec: AccessRecord, req: In
   const blocked = (): boolean => inspectors.some((i) => i.blocked);
   // A body given up on (the client went away, the destination failed) frees its scan at once.
   const drop = (): void => inspectors.forEach((i) => i.drop());
+  // However the exchange ends, the held bytes (and the spool file's share of the disk) go with it.
+  res.once('close', () => void held.close());
   let streaming = false;
   try {
-    while (size <= hold) {
+    while (held.size <= limit) {
       const r = await it.next();
       if (r.done) {
         done = true;
         break;
       }
-      held.push(r.value);
-      size += r.value.length;
-      await feed(r.value);
+      const chunk = r.value;
+      if (held.size + chunk.length > hold && !held.onDisk) {
+        if (icap && !rt.config.inspection.icap.fail_open) throw new ProxyError('icap_too_large', `body over hold_bytes ${hold}`);
+        const file = limit > hold ? await spooled(rt, rt.spool.open(held.size + chunk.length)) : undefined;
+        if (file) await spooled(rt, held.spill(file));
+        else limit = hold; // no spooling (or the spool is full of other bodies): this one streams
+      }
+      if (held.onDisk && !held.fitsOnDisk(chunk.length)) {
+        held.stopSpooling();
+        limit = held.size;
+      }
+      await spooled(rt, held.add(chunk));
+      await feed(chunk);
       if (blocked()) break;
     }
     if (done || blocked()) {
       const verdict = mergeVerdicts(await Promise.all(inspectors.map((i) => i.end())));
       judgeVerdict(rec, verdict, rt);
-      const body = held.length === 0 ? null : held.length === 1 ? held[0]! : Buffer.concat(held, size);
+      if (held.onDisk) return held.letOut(Infinity);
+      const body = held.whole();
       return icap ? judgeIcap(rec, icap, req, body, rt) : body;
     }
     // Too large to hold: stream on, releasing only what has been scanned.
-    if (icap && !rt.config.inspection.icap.fail_open) throw new ProxyError('icap_too_large', `body over hold_bytes ${hold}`);
+    held.stopSpooling();
     streaming = true;
+  } catch (err) {
+    void held.close();
+    throw err;
   } finally {
     if (!streaming) drop();
   }
   return (async function* release(): AsyncGenerator<Buffer> {
     try {
       // Bytes go out only once scanned: after a sync every byte fed is scanned but a short tail,
-      // which stays here (UNSCANNED_TAIL covers it in raw bytes, escapes and nesting included).
-      const waiting = held;
-      let fed = size;
-      let out = 0;
+      // which stays held (UNSCANNED_TAIL covers it in raw bytes, escapes and nesting included).
       for (;;) {
         await Promise.all(inspectors.map((i) => i.sync()));
         if (blocked()) break;
-        while (waiting.length > 0 && out + waiting[0]!.length <= fed - UNSCANNED_TAIL) {
-          const c = waiting.shift()!;
-          out += c.length;
-          yield c;
-        }
+        yield* held.letOut(held.size - UNSCANNED_TAIL);
         const r = await it.next();
         if (r.done) break;
         await feed(r.value);
-        waiting.push(r.value);
-        fed += r.value.length;
+        await held.add(r.value);
       }
       const verdict = mergeVerdicts(await Promise.all(inspectors.map((i) => i.end())));
       // Throwing here aborts the upstream request before its last bytes: the upload is never complete.
       judgeVerdict(rec, verdict, rt);
-      for (const c of waiting) yield c;
+      yield* held.letOut(Infinity);
     } finally {
       drop();
+      await held.close();
     }
   })();
+}
+
+/** Waits for a step of spooling; a disk that fails refuses the upload (dlp_error: fail closed), logged once here. */
+async function spooled<T>(rt: ProxyRuntime, step: Promise<T>): Promise<T> {
+  try {
+    return await step;
+  } catch (err) {
+    rt.logger.log.error({ err: (err as Error).message, dir: rt.spool.dir }, 'cannot hold an upload on disk; it was refused (dlp_error)');
+    throw new ProxyError('dlp_error', 'spool failed', { publicMessage: blockText('dlp_error') });
+  }
 }
 
 /** Applies a verdict: a block throws (with an incident id), an alert is logged at warn level. */

@@ -174,7 +174,7 @@ function send(rt: ProxyRuntime, ex: HttpExchange, req: IncomingMessage, res: Ser
     return;
   }
   // The rule wants the body inspected: nothing goes upstream until inspection releases it.
-  inspectUpload(rt, rec, req, profiles).then((body) => ex.forward(target, ip, body), (err: unknown) => ex.fail(err));
+  inspectUpload(rt, rec, req, res, profiles).then((body) => ex.forward(target, ip, body), (err: unknown) => ex.fail(err));
 }
 
 /** Runs a raw-socket exchange (CONNECT or WebSocket): one record, one refusal path, one log line. */

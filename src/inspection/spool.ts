@@ -1,0 +1,94 @@
+import { createCipheriv, createDecipheriv, randomBytes, type Cipher } from 'node:crypto';
+import { lstatSync, mkdirSync } from 'node:fs';
+import { open, unlink, type FileHandle } from 'node:fs/promises';
+import { join } from 'node:path';
+
+/** Bytes read back from a spool file at a time. */
+const READ_BYTES = 256 * 1024;
+
+/**
+ * Where large request bodies wait on disk for their DLP verdict (inspection.spool_*): each body
+ * in a file of its own, opened 0600 and unlinked at once (nothing is left behind, even by a
+ * crash), encrypted with a key that lives only in this process's memory (a secret in an upload
+ * never lands on disk in clear), and counted against a total.
+ */
+export class SpoolDir {
+  /** Bytes held on disk now, by all bodies. */
+  used = 0;
+  private made = false;
+
+  constructor(readonly dir: string, readonly totalBytes: number) {}
+
+  /** A new spool file for one body, or undefined when `bytes` more would pass the total. */
+  async open(bytes: number): Promise<SpoolFile | undefined> {
+    if (this.used + bytes > this.totalBytes) return undefined;
+    if (!this.made) {
+      mkdirSync(this.dir, { recursive: true, mode: 0o700 });
+      // In a shared temp dir someone else may have made it first: only our own private directory will do.
+      const st = lstatSync(this.dir);
+      const uid = process.getuid?.();
+      if (!st.isDirectory() || (uid !== undefined && st.uid !== uid) || (st.mode & 0o077) !== 0) {
+        throw new Error(`spool directory ${this.dir} must be a directory of this user's with mode 0700`);
+      }
+      this.made = true;
+    }
+    const path = join(this.dir, `body-${randomBytes(12).toString('hex')}`);
+    const fh = await open(path, 'wx+', 0o600);
+    try {
+      await unlink(path);
+    } catch (err) {
+      await fh.close();
+      throw err;
+    }
+    return new SpoolFile(this, fh);
+  }
+}
+
+/** One body on disk: appended to while held, then read back once, in order. */
+export class SpoolFile {
+  /** Bytes written. */
+  size = 0;
+  private readonly key = randomBytes(32);
+  private readonly iv = randomBytes(16);
+  private readonly cipher: Cipher;
+  private closed = false;
+
+  constructor(private readonly owner: SpoolDir, private readonly fh: FileHandle) {
+    this.cipher = createCipheriv('aes-256-ctr', this.key, this.iv);
+  }
+
+  /** True while `bytes` more fit under the directory's total. */
+  fits(bytes: number): boolean {
+    return this.owner.used + bytes <= this.owner.totalBytes;
+  }
+
+  /** Appends `chunk` (encrypted). */
+  async write(chunk: Buffer): Promise<void> {
+    const data = this.cipher.update(chunk);
+    this.owner.used += data.length;
+    const at = this.size;
+    this.size += data.length;
+    let done = 0;
+    while (done < data.length) done += (await this.fh.write(data, done, data.length - done, at + done)).bytesWritten;
+  }
+
+  /** The bytes written, decrypted, in pieces of up to 256 KiB. */
+  async *read(): AsyncGenerator<Buffer> {
+    const decipher = createDecipheriv('aes-256-ctr', this.key, this.iv);
+    for (let at = 0; at < this.size;) {
+      const buf = Buffer.allocUnsafe(Math.min(READ_BYTES, this.size - at));
+      const { bytesRead } = await this.fh.read(buf, 0, buf.length, at);
+      if (bytesRead === 0) throw new Error(`spool file ended at ${at} of ${this.size} bytes`);
+      at += bytesRead;
+      yield decipher.update(buf.subarray(0, bytesRead));
+    }
+  }
+
+  /** Frees the file (its space returns to the total); safe to call more than once. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    this.owner.used -= this.size;
+    await this.fh.close();
+  }
+}
