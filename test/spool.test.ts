@@ -7,6 +7,7 @@ import { HeldBody } from '../src/inspection/held-body.js';
 import { SpoolDir } from '../src/inspection/spool.js';
 import { startOrigin, type Origin } from './helpers/origin.js';
 import { startTestProxy, type TestProxy } from './helpers/proxy.js';
+import { openSocket } from './helpers/raw.js';
 import { cleanEnv, run } from './helpers/run.js';
 
 const CARD = '4111 1111 1111 1111';
@@ -27,6 +28,12 @@ function openIn(dir: string): Array<{ fd: number; target: string }> {
     if (target.startsWith(`${dir}/`)) out.push({ fd: Number(name), target });
   }
   return out;
+}
+
+async function waitUntil(cond: () => boolean, ms = 10_000): Promise<void> {
+  for (const end = Date.now() + ms; !cond(); await new Promise((r) => setTimeout(r, 20))) {
+    if (Date.now() > end) throw new Error('timed out waiting');
+  }
 }
 
 const collect = async (it: AsyncIterable<Buffer>): Promise<Buffer> => {
@@ -169,6 +176,19 @@ describe('uploads held on disk through the proxy', () => {
     expect(seen?.body?.equals(text.subarray(0, seen.body.length))).toBe(true);
     expect(openIn(spoolDir)).toEqual([]); // each body's file went with it
     expect(readdirSync(spoolDir)).toEqual([]);
+  }, 30_000);
+
+  it('lets go of a body held on disk when its client goes away half-way, and blames no disk', async () => {
+    const sock = await openSocket(proxy.port);
+    sock.on('error', () => { /* the proxy may reset it */ });
+    sock.write(`POST ${origin.url}/gone HTTP/1.1\r\nHost: ${new URL(origin.url).host}\r\nContent-Type: text/plain\r\nContent-Length: ${4 << 20}\r\n\r\n`);
+    sock.write(Buffer.alloc(1 << 20, 'lorem ipsum ')); // past hold_bytes: on disk by now
+    await waitUntil(() => openIn(spoolDir).length === 1);
+    sock.destroy();
+    await waitUntil(() => openIn(spoolDir).length === 0);
+    expect(await proxy.waitForAccess((l) => String(l.url).endsWith('/gone'))).toMatchObject({ reason: 'client_aborted', status: 499, decision: 'error' });
+    expect(proxy.lines().some((l) => String(l.msg).startsWith('cannot hold an upload on disk'))).toBe(false);
+    expect(origin.seen.find((s) => s.url === '/gone')).toBeUndefined();
   }, 30_000);
 
   it('refuses (503 dlp_error) a large upload it cannot hold safely, and still passes small ones', async () => {

@@ -1,6 +1,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { isIP, type Socket } from 'node:net';
 import type { Dispatcher } from 'undici';
+import { statusOf } from '../errors/reasons.js';
 import { ProxyError, upstreamReason } from '../errors/proxy-error.js';
 import { rejectRequest } from '../errors/reject.js';
 import { AccessRecord } from '../logging/access-record.js';
@@ -95,6 +96,12 @@ export class HttpExchange implements Dispatcher.DispatchHandler {
     if (!res.writableFinished) this.controller?.abort(new Error('client closed'));
     record.bytes_in = this.socket.bytesRead - this.inAt;
     record.bytes_out = this.socket.bytesWritten - this.outAt;
+    // Gone before any answer (say, while its upload was held for DLP): the client's doing, not an allow.
+    if (!res.headersSent && record.reason === 'allowed') {
+      record.decision = 'error';
+      record.reason = 'client_aborted';
+      record.status = statusOf('client_aborted');
+    }
     if (record.status === 0) record.status = res.statusCode;
     record.write(rt.logger);
   }

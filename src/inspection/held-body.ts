@@ -1,5 +1,8 @@
 import type { SpoolFile } from './spool.js';
 
+/** Bytes came for a body already let go (its exchange ended). */
+export class LetGoError extends Error {}
+
 /**
  * A request body held back from the destination while DLP decides: in memory, and past
  * `hold_bytes` in a spool file (then later bytes join it until `stopSpooling`). Bytes leave in
@@ -42,7 +45,7 @@ export class HeldBody {
   }
 
   async add(chunk: Buffer): Promise<void> {
-    if (this.closed) throw new Error('the held body was let go');
+    if (this.closed) throw new LetGoError('the held body was let go');
     this.size += chunk.length;
     if (this.spooling) await this.file!.write(chunk);
     else this.mem.push(chunk);

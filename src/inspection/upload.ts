@@ -7,7 +7,7 @@ import type { ProxyRuntime } from '../runtime.js';
 import type { CompiledProfile } from './dlp/profile.js';
 import { mergeVerdicts, type Verdict } from './dlp/tally.js';
 import type { IcapClient } from './icap.js';
-import { HeldBody } from './held-body.js';
+import { HeldBody, LetGoError } from './held-body.js';
 import { incidentId } from './incident.js';
 
 
@@ -49,7 +49,11 @@ export async function inspectUpload(rt: ProxyRuntime, rec: AccessRecord, req: In
   const { hold_bytes: hold, spool_bytes: spoolBytes } = rt.config.inspection;
   // Held (on disk past `hold`) as far as the profiles scan: what lies beyond is not scanned anyway.
   let limit = Math.max(hold, Math.min(spoolBytes, Math.max(0, ...profiles.map((p) => p.maxScanBytes))));
-  const it = req[Symbol.asyncIterator]() as AsyncIterator<Buffer>;
+  const body = req[Symbol.asyncIterator]() as AsyncIterator<Buffer>;
+  // The client going away mid-upload is its doing, not the destination's.
+  const next = (): Promise<IteratorResult<Buffer>> => body.next().catch((err: unknown) => {
+    throw new ProxyError('client_aborted', `the client stopped sending the body: ${(err as Error).message}`);
+  });
   const held = new HeldBody();
   let done = false;
   const feed = async (chunk: Buffer): Promise<void> => {
@@ -63,7 +67,7 @@ export async function inspectUpload(rt: ProxyRuntime, rec: AccessRecord, req: In
   let streaming = false;
   try {
     while (held.size <= limit) {
-      const r = await it.next();
+      const r = await next();
       if (r.done) {
         done = true;
         break;
@@ -107,7 +111,7 @@ export async function inspectUpload(rt: ProxyRuntime, rec: AccessRecord, req: In
         await Promise.all(inspectors.map((i) => i.sync()));
         if (blocked()) break;
         yield* held.letOut(held.size - UNSCANNED_TAIL);
-        const r = await it.next();
+        const r = await next();
         if (r.done) break;
         await feed(r.value);
         await held.add(r.value);
@@ -128,6 +132,8 @@ async function spooled<T>(rt: ProxyRuntime, step: Promise<T>): Promise<T> {
   try {
     return await step;
   } catch (err) {
+    // The client went away (the response closed) while its body was held: no disk at fault.
+    if (err instanceof LetGoError) throw new ProxyError('client_aborted', err.message);
     rt.logger.log.error({ err: (err as Error).message, dir: rt.spool.dir }, 'cannot hold an upload on disk; it was refused (dlp_error)');
     throw new ProxyError('dlp_error', 'spool failed', { publicMessage: blockText('dlp_error') });
   }
