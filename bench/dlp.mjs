@@ -11,9 +11,11 @@
 // on the event loop, and in scan worker threads (a second proxy, `dlp_workers`). Target: uploads
 // with DLP on at least 0.7x the rate with DLP off. Also the proxy's CPU per MB and its RSS peak. Before the
 // timed runs a smoke check proves the DLP path is taken: a planted card number is refused (403,
-// dlp_match), held and streamed, and the clean body passes.
+// dlp_match), in a small body and 1 MiB before the end of a large one, and the clean body passes.
+// Bodies past hold_bytes (8 MiB) wait on disk for their verdict (inspection.spool_bytes);
+// `--spool-bytes 0` makes them stream instead, to compare.
 //   npm run build && node bench/dlp.mjs [--only scan|upload] [--mib 64] [--runs 5]
-//     [--upload-mib 16] [--concurrency 8] [--seconds 8] [--rounds 3] [--type application/json] [--dlp-workers 2]
+//     [--upload-mib 16] [--concurrency 8] [--seconds 8] [--rounds 3] [--type application/json] [--dlp-workers 2] [--spool-bytes N]
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -30,7 +32,7 @@ const { values: opt } = parseArgs({ options: {
   only: { type: 'string' }, mib: { type: 'string', default: '64' }, runs: { type: 'string', default: '5' },
   'upload-mib': { type: 'string', default: '16' }, concurrency: { type: 'string', default: '8' },
   seconds: { type: 'string', default: '8' }, rounds: { type: 'string', default: '3' }, type: { type: 'string', default: 'application/json' },
-  'dlp-workers': { type: 'string', default: '2' },
+  'dlp-workers': { type: 'string', default: '2' }, 'spool-bytes': { type: 'string' },
 } });
 if (opt.only && !['scan', 'upload'].includes(opt.only)) throw new Error('--only must be scan or upload');
 const SIZE = Number(opt.mib) << 20;
@@ -128,7 +130,7 @@ async function uploadPart() {
     const verdict = { action: v.action, reason: v.reason, scanned_bytes: v.scannedBytes, truncated: v.truncated,
       found: Object.fromEntries(v.findings.filter((f) => f.count > 0).map((f) => [f.detector, f.count])) };
     if (v.action === 'block' || v.truncated) throw new Error(`the clean body is not clean or not fully scanned: ${JSON.stringify(verdict)}`);
-    // A card near the end: past hold_bytes (8 MiB), so the body streams and the block cuts it late.
+    // A card near the end: past hold_bytes (8 MiB), so the body is held on disk (or, with --spool-bytes 0, streams and the block cuts it late).
     const card = '\ncard 4111 1111 1111 1111\n';
     const late = Buffer.from(body);
     late.write(card, UPLOAD_SIZE - (1 << 20), 'latin1');
@@ -141,7 +143,7 @@ async function uploadPart() {
     const origin = await startOrigin(dir, cert);
     running.push(origin.child);
     const startDlpProxy = (workers = 0) => startProxy(dir, {
-      inspection: `{enabled: false, dlp_workers: ${workers}}`,
+      inspection: `{enabled: false, dlp_workers: ${workers}${opt['spool-bytes'] === undefined ? '' : `, spool_bytes: ${Number(opt['spool-bytes'])}`}}`,
       policyLines: [
         'rules:',
         '  - id: bench-dlp', '    action: allow', '    dlp: [default]', '    when: { paths: ["/dlp/"] }',
@@ -154,7 +156,7 @@ async function uploadPart() {
     const wproxy = await startDlpProxy(WORKERS);
     running.push(wproxy.child);
     const base = `http://${ORIGIN_HOST}:${origin.http}`;
-    log(`upload: origin ${base}; egress-proxy :${proxy.port}, with ${WORKERS} scan workers :${wproxy.port}; ${UPLOAD_SIZE >> 20} MiB ${type} body; temp ${dir}`);
+    log(`upload: origin ${base}; egress-proxy :${proxy.port}, with ${WORKERS} scan workers :${wproxy.port}; ${UPLOAD_SIZE >> 20} MiB ${type} body; spool_bytes ${opt['spool-bytes'] ?? 'default'}; temp ${dir}`);
     const uploads = async () => {
       await sleep(300); // lets the origin see an aborted upload close
       origin.child.stdin.write('uploads\n');
@@ -183,7 +185,7 @@ async function uploadPart() {
         (sm.origin.complete !== 2 || sm.origin.bytes !== 2 * UPLOAD_SIZE) && `origin received ${JSON.stringify(sm.origin)}, want 2 complete uploads`,
       ].filter(Boolean);
       if (problems.length > 0) throw new Error(`smoke check (${name}) failed:\n  ${problems.join('\n  ')}`);
-      log(`upload: smoke check (${name}) passed (cards refused with 403 dlp_match, held and streamed; clean body 200; origin got ${sm.origin.complete} whole uploads, ${sm.origin.aborted} cut)`);
+      log(`upload: smoke check (${name}) passed (cards refused with 403 dlp_match; clean body 200; origin got ${sm.origin.complete} whole uploads, ${sm.origin.aborted} cut)`);
       smoke[name] = sm;
     }
 
@@ -252,7 +254,7 @@ async function uploadPart() {
       errors: rs.reduce((a, r) => a + r.errors, 0), first_error: rs.find((r) => r.first_error)?.first_error,
       rounds: rs.map(({ mb_s, uploads, seconds, proxy_cpu_pct }) => ({ mb_s: Math.round(mb_s), uploads, seconds, proxy_cpu_pct })),
     }]));
-    return { body_mib: UPLOAD_SIZE / 1048576, content_type: type, concurrency: CONC, seconds: SECONDS, rounds: ROUNDS,
+    return { body_mib: UPLOAD_SIZE / 1048576, content_type: type, concurrency: CONC, seconds: SECONDS, rounds: ROUNDS, spool_bytes: opt['spool-bytes'] ?? 'default',
       clean_body_verdict: verdict, smoke, ...byKey, memory, interleaved_proxy_rss: { idle_kb: rssIdle, end_kb: rssEnd, hwm_kb: hwm } };
   } catch (err) {
     // The children's stderr is about to be deleted with the temp dir; show the end of it.
@@ -334,7 +336,7 @@ if (result.scan) {
 if (result.upload) {
   const u = result.upload;
   const v = u.clean_body_verdict;
-  console.log(`\nupload: ${u.body_mib} MiB ${u.content_type}, c=${u.concurrency}, ${u.rounds} interleaved rounds x ${u.seconds} s, medians`);
+  console.log(`\nupload: ${u.body_mib} MiB ${u.content_type}, c=${u.concurrency}, ${u.rounds} interleaved rounds x ${u.seconds} s, medians; spool_bytes ${u.spool_bytes}`);
   console.log(`clean body verdict (in-process, default profile): ${v.action}${v.reason ? ` (${v.reason})` : ''}, ${v.scanned_bytes} bytes scanned, found ${JSON.stringify(v.found)}`);
   console.log(uploadTable(uploadRows(u)));
   const rss = u.interleaved_proxy_rss;
