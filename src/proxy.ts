@@ -110,6 +110,7 @@ export async function startProxy(config: LoadedConfig, logger?: ProxyLogger, opt
       certificates: () => rt.inspection && { minted: rt.inspection.minter.minted, hits: rt.inspection.minter.hits },
       policy: () => rt.policyStatus,
       log: () => ({ ...rt.logger.stats(), backlogged: rt.logger.backlogged }),
+      spool: () => ({ bytes: rt.spool.used, opened: rt.spool.opened, full: rt.spool.full }),
       node: config.node_id,
     }, { defaultMetrics: config.metrics.process }) : undefined,
     tunnels: new Set(),

@@ -130,6 +130,8 @@ describe('uploads held on disk through the proxy', () => {
   let origin: Origin;
   let proxy: TestProxy;
   let badProxy: TestProxy;
+  /** A spool of 1 MiB in all: larger uploads start on disk and stream on once it is full. */
+  let smallSpool: TestProxy;
   const spoolDir = freshDir();
 
   /** The shipped default DLP profile on every request. */
@@ -149,10 +151,13 @@ describe('uploads held on disk through the proxy', () => {
     chmodSync(shared, 0o755);
     badProxy = await startTestProxy({ inspection: { enabled: false, hold_bytes: 65_536, spool_dir: shared } });
     await withDlp(badProxy);
+    smallSpool = await startTestProxy({ inspection: { enabled: false, hold_bytes: 65_536, spool_dir: freshDir(), spool_total_bytes: 1 << 20 } });
+    await withDlp(smallSpool);
   });
   afterAll(async () => {
     await proxy?.close();
     await badProxy?.close();
+    await smallSpool?.close();
     await origin?.close();
   });
 
@@ -189,6 +194,26 @@ describe('uploads held on disk through the proxy', () => {
     expect(await proxy.waitForAccess((l) => String(l.url).endsWith('/gone'))).toMatchObject({ reason: 'client_aborted', status: 499, decision: 'error' });
     expect(proxy.lines().some((l) => String(l.msg).startsWith('cannot hold an upload on disk'))).toBe(false);
     expect(origin.seen.find((s) => s.url === '/gone')).toBeUndefined();
+  }, 30_000);
+
+  it('streams on when the spool is full: the part on disk first, then the rest, whole; a secret past it is still cut', async () => {
+    const text = Buffer.alloc(4 << 20);
+    for (let i = 0; i < text.length; i++) text[i] = 97 + ((i * 7 + (i >> 12)) % 26); // letters, no card
+    const clean = join(base, 'clean-full.txt');
+    writeFileSync(clean, text);
+    expect((await post(smallSpool, '/full-clean', clean)).stdout).toBe('200');
+    const seen = origin.seen.find((s) => s.url === '/full-clean');
+    expect(seen?.bodyBytes).toBe(text.length);
+    expect(seen?.body?.equals(text.subarray(0, seen.body.length))).toBe(true);
+    const dirty = join(base, 'dirty-full.txt');
+    writeFileSync(dirty, Buffer.concat([text.subarray(0, 3 << 20), Buffer.from(` card ${CARD} `), text.subarray(0, 1 << 20)]));
+    expect((await post(smallSpool, '/full-dirty', dirty)).stdout).not.toBe('200');
+    expect(await smallSpool.waitForAccess((l) => String(l.url).endsWith('/full-dirty'))).toMatchObject({ reason: 'dlp_match' });
+    expect(origin.seen.find((s) => s.url === '/full-dirty')?.bodyBytes ?? 0).toBeLessThanOrEqual(3 << 20);
+    const metrics = await (await fetch(`${smallSpool.adminUrl}/metrics`)).text();
+    expect(metrics).toMatch(/^egress_proxy_upload_spooled_total 2$/m);
+    expect(metrics).toMatch(/^egress_proxy_upload_spool_full_total 2$/m);
+    expect(metrics).toMatch(/^egress_proxy_upload_spool_bytes 0$/m);
   }, 30_000);
 
   it('refuses (503 dlp_error) a large upload it cannot hold safely, and still passes small ones', async () => {

@@ -15,13 +15,20 @@ const READ_BYTES = 256 * 1024;
 export class SpoolDir {
   /** Bytes held on disk now, by all bodies. */
   used = 0;
+  /** Bodies that went to disk. */
+  opened = 0;
+  /** Bodies that streamed instead, or stopped spooling, because the total was reached. */
+  full = 0;
   private made = false;
 
   constructor(readonly dir: string, readonly totalBytes: number) {}
 
   /** A new spool file for one body, or undefined when `bytes` more would pass the total. */
   async open(bytes: number): Promise<SpoolFile | undefined> {
-    if (this.used + bytes > this.totalBytes) return undefined;
+    if (this.used + bytes > this.totalBytes) {
+      this.full++;
+      return undefined;
+    }
     if (!this.made) {
       mkdirSync(this.dir, { recursive: true, mode: 0o700 });
       // In a shared temp dir someone else may have made it first: only our own private directory will do.
@@ -40,6 +47,7 @@ export class SpoolDir {
       await fh.close();
       throw err;
     }
+    this.opened++;
     return new SpoolFile(this, fh);
   }
 }

@@ -80,6 +80,7 @@ export async function inspectUpload(rt: ProxyRuntime, rec: AccessRecord, req: In
         else limit = hold; // no spooling (or the spool is full of other bodies): this one streams
       }
       if (held.onDisk && !held.fitsOnDisk(chunk.length)) {
+        rt.spool.full++;
         held.stopSpooling();
         limit = held.size;
       }

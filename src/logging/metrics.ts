@@ -15,6 +15,8 @@ export interface MetricSources {
   policy(): { version: string; reloads: number; reload_failures: number; errors: readonly string[] } | undefined;
   /** The access-log writer's state. */
   log(): { buffered_bytes: number; dropped_lines: number; refused_requests: number; backlogged: boolean } | undefined;
+  /** Uploads held on disk for their DLP verdict: bytes now, bodies so far, bodies the full spool turned away. */
+  spool(): { bytes: number; opened: number; full: number };
   /** This node and its reachability as egress (one node until multi-node egress exists). */
   node: string;
 }
@@ -87,6 +89,9 @@ export class ProxyMetrics {
       const l = sources.log();
       return l === undefined ? undefined : l.backlogged ? 1 : 0;
     }, 'max');
+    gauge('egress_proxy_upload_spool_bytes', 'Bytes of uploads held on disk for their DLP verdict now.', () => sources.spool().bytes);
+    cumulative('egress_proxy_upload_spooled_total', 'Uploads held on disk for their DLP verdict (past inspection.hold_bytes).', () => sources.spool().opened);
+    cumulative('egress_proxy_upload_spool_full_total', 'Uploads that streamed instead of waiting on disk: the spool was full (inspection.spool_total_bytes).', () => sources.spool().full);
     cumulative('egress_proxy_logs_dropped_total', 'Access-log lines dropped (log.when_full: drop).', () => sources.log()?.dropped_lines);
     cumulative('egress_proxy_log_refused_requests_total', 'Requests refused because the access log was backlogged (log.when_full: fail_closed).', () => sources.log()?.refused_requests);
   }
