@@ -164,6 +164,16 @@ describe('uploads held on disk through the proxy', () => {
   const post = (p: TestProxy, path: string, file: string) =>
     run('curl', ['-sS', '-o', '/dev/null', '-w', '%{http_code}', '--max-time', '20', '-x', p.url, '-H', 'Content-Type: text/plain', '--data-binary', `@${file}`, `${origin.url}${path}`], { env: cleanEnv() });
 
+  /** Uploads `text` through `p` and checks that the destination got all of it, in order (it keeps the first MiB). */
+  async function expectPassedWhole(p: TestProxy, path: string, text: Buffer): Promise<void> {
+    const file = join(base, `${path.slice(1)}.txt`);
+    writeFileSync(file, text);
+    expect((await post(p, path, file)).stdout).toBe('200');
+    const seen = origin.seen.find((s) => s.url === path);
+    expect(seen?.bodyBytes).toBe(text.length);
+    expect(seen?.body?.equals(text.subarray(0, seen.body.length))).toBe(true);
+  }
+
   it('sends a blocked upload larger than hold_bytes nothing at all, and a clean one whole', async () => {
     const text = Buffer.alloc(3 << 20, 'lorem ipsum dolor sit amet 0123456789 ');
     const dirty = join(base, 'dirty.txt');
@@ -173,12 +183,7 @@ describe('uploads held on disk through the proxy', () => {
     // Held until the verdict: the destination was never even asked.
     expect(origin.seen.find((s) => s.url === '/held-dirty')).toBeUndefined();
 
-    const clean = join(base, 'clean.txt');
-    writeFileSync(clean, text);
-    expect((await post(proxy, '/held-clean', clean)).stdout).toBe('200');
-    const seen = origin.seen.find((s) => s.url === '/held-clean');
-    expect(seen?.bodyBytes).toBe(text.length);
-    expect(seen?.body?.equals(text.subarray(0, seen.body.length))).toBe(true);
+    await expectPassedWhole(proxy, '/held-clean', text);
     expect(openIn(spoolDir)).toEqual([]); // each body's file went with it
     expect(readdirSync(spoolDir)).toEqual([]);
   }, 30_000);
@@ -199,12 +204,7 @@ describe('uploads held on disk through the proxy', () => {
   it('streams on when the spool is full: the part on disk first, then the rest, whole; a secret past it is still cut', async () => {
     const text = Buffer.alloc(4 << 20);
     for (let i = 0; i < text.length; i++) text[i] = 97 + ((i * 7 + (i >> 12)) % 26); // letters, no card
-    const clean = join(base, 'clean-full.txt');
-    writeFileSync(clean, text);
-    expect((await post(smallSpool, '/full-clean', clean)).stdout).toBe('200');
-    const seen = origin.seen.find((s) => s.url === '/full-clean');
-    expect(seen?.bodyBytes).toBe(text.length);
-    expect(seen?.body?.equals(text.subarray(0, seen.body.length))).toBe(true);
+    await expectPassedWhole(smallSpool, '/full-clean', text);
     const dirty = join(base, 'dirty-full.txt');
     writeFileSync(dirty, Buffer.concat([text.subarray(0, 3 << 20), Buffer.from(` card ${CARD} `), text.subarray(0, 1 << 20)]));
     expect((await post(smallSpool, '/full-dirty', dirty)).stdout).not.toBe('200');
