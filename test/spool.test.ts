@@ -56,12 +56,13 @@ describe('the spool directory', () => {
     const fd = openSync(`/proc/self/fd/${open!.fd}`, 'r');
     expect(fstatSync(fd).mode & 0o777).toBe(0o600);
     closeSync(fd);
+    expect(spool.used).toBe(body.length);
+    expect((await collect(file.read())).equals(body)).toBe(true);
+    // All of it on disk by now (writes are gathered by the megabyte), none of it in clear.
     const onDisk = readFileSync(`/proc/self/fd/${open!.fd}`);
     expect(onDisk.length).toBe(body.length);
     expect(onDisk.includes('lorem')).toBe(false);
     expect(onDisk.includes(CARD)).toBe(false);
-    expect(spool.used).toBe(body.length);
-    expect((await collect(file.read())).equals(body)).toBe(true);
     await file.close();
     await file.close();
     expect(spool.used).toBe(0);
