@@ -165,6 +165,14 @@ export async function startProxy(config: LoadedConfig, logger?: ProxyLogger, opt
   rt.self.add(proxyAddress.address, proxyAddress.port);
   rt.self.add(adminAddress.address, adminAddress.port);
   if (config.watch_policies) reloader.watch();
+  if (config.inspection.spool_bytes > 0) {
+    // Said now rather than at the first large upload (which is refused with dlp_error until it is mended).
+    try {
+      rt.spool.prepare();
+    } catch (err) {
+      lg.log.error({ err: (err as Error).message }, 'uploads past inspection.hold_bytes cannot be held on disk; DLP will refuse them (dlp_error)');
+    }
+  }
   lg.log.info({ listen: proxyAddress, admin: adminAddress, devices: devices?.address, policy_version: policy.version, policy_files: policy.files }, 'egress-proxy ready');
   lg.flush(); // whoever waits for "ready" should not wait for a full block
 

@@ -224,6 +224,10 @@ describe('uploads held on disk through the proxy', () => {
     expect(await badProxy.waitForAccess((l) => String(l.url).endsWith('/unsafe-spool'))).toMatchObject({ reason: 'dlp_error' });
     expect(origin.seen.find((s) => s.url === '/unsafe-spool')).toBeUndefined();
     expect(badProxy.lines().some((l) => l.msg === 'cannot hold an upload on disk; it was refused (dlp_error)')).toBe(true);
+    // Said at start too, before any upload came.
+    const said = badProxy.lines().map((l) => String(l.msg));
+    expect(said.indexOf('uploads past inspection.hold_bytes cannot be held on disk; DLP will refuse them (dlp_error)')).toBeLessThan(said.indexOf('egress-proxy ready'));
+    expect(said).toContain('uploads past inspection.hold_bytes cannot be held on disk; DLP will refuse them (dlp_error)');
     const small = join(base, 'small.txt');
     writeFileSync(small, 'hello');
     expect((await post(badProxy, '/small-upload', small)).stdout).toBe('200');

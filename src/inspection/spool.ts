@@ -25,22 +25,26 @@ export class SpoolDir {
 
   constructor(readonly dir: string, readonly totalBytes: number) {}
 
+  /** Makes the directory if need be and checks that it is the proxy user's own, mode 0700; throws otherwise. */
+  prepare(): void {
+    if (this.made) return;
+    mkdirSync(this.dir, { recursive: true, mode: 0o700 });
+    // In a shared temp dir someone else may have made it first: only our own private directory will do.
+    const st = lstatSync(this.dir);
+    const uid = process.getuid?.();
+    if (!st.isDirectory() || (uid !== undefined && st.uid !== uid) || (st.mode & 0o077) !== 0) {
+      throw new Error(`spool directory ${this.dir} must be a directory of this user's with mode 0700`);
+    }
+    this.made = true;
+  }
+
   /** A new spool file for one body, or undefined when `bytes` more would pass the total. */
   async open(bytes: number): Promise<SpoolFile | undefined> {
     if (this.used + bytes > this.totalBytes) {
       this.full++;
       return undefined;
     }
-    if (!this.made) {
-      mkdirSync(this.dir, { recursive: true, mode: 0o700 });
-      // In a shared temp dir someone else may have made it first: only our own private directory will do.
-      const st = lstatSync(this.dir);
-      const uid = process.getuid?.();
-      if (!st.isDirectory() || (uid !== undefined && st.uid !== uid) || (st.mode & 0o077) !== 0) {
-        throw new Error(`spool directory ${this.dir} must be a directory of this user's with mode 0700`);
-      }
-      this.made = true;
-    }
+    this.prepare();
     const path = join(this.dir, `body-${randomBytes(12).toString('hex')}`);
     const fh = await open(path, 'wx+', 0o600);
     try {
