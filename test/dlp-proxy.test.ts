@@ -319,9 +319,9 @@ describe('checks on downloads', () => {
 });
 
 describe('ICAP service down', () => {
-  it('fails closed by default (503 icap_unavailable) and open when configured', async () => {
-    const closedProxy = await startTestProxy({ inspection: { enabled: false, icap: { reqmod_url: 'icap://127.0.0.1:1/filter', timeout_ms: 1000 } } });
-    const openProxy = await startTestProxy({ inspection: { enabled: false, icap: { reqmod_url: 'icap://127.0.0.1:1/filter', timeout_ms: 1000, fail_open: true } } });
+  it('fails closed by default (503 icap_unavailable, 413 icap_too_large) and open when configured, saying so in the log', async () => {
+    const closedProxy = await startTestProxy({ inspection: { enabled: false, hold_bytes: 65_536, icap: { reqmod_url: 'icap://127.0.0.1:1/filter', timeout_ms: 1000 } } });
+    const openProxy = await startTestProxy({ inspection: { enabled: false, hold_bytes: 65_536, icap: { reqmod_url: 'icap://127.0.0.1:1/filter', timeout_ms: 1000, fail_open: true } } });
     try {
       for (const p of [closedProxy, openProxy]) {
         writeFileSync(join(p.dir, 'policies', 'rules.yaml'), stringify({ version: 'v1', rules: [{ id: 'icap-all', action: 'allow', dlp: ['icap'] }] }));
@@ -333,6 +333,14 @@ describe('ICAP service down', () => {
       const b = await run('curl', ['-sS', '-i', '-x', openProxy.url, '--data-binary', 'x=1', `${origin.url}/down-open`], { env: cleanEnv() });
       expect(b.stdout).toMatch(/^HTTP\/1\.1 200 /);
       expect(await openProxy.waitForAccess((l) => String(l.url).endsWith('/down-open'))).toMatchObject({ icap: 'reqmod:error:icap_unavailable:open' });
+      // Larger than the proxy holds for the ICAP service: refused, or let through unchecked and logged as such.
+      const big = join(dir, 'icap-big.bin');
+      writeFileSync(big, Buffer.alloc(200_000, 'x'));
+      const c = await run('curl', ['-sS', '-i', '-x', closedProxy.url, '--data-binary', `@${big}`, `${origin.url}/big-closed`], { env: cleanEnv() });
+      expect(c.stdout).toMatch(/x-egress-reason: icap_too_large/i);
+      const d = await run('curl', ['-sS', '-i', '-x', openProxy.url, '--data-binary', `@${big}`, `${origin.url}/big-open`], { env: cleanEnv() });
+      expect(d.stdout).toMatch(/^HTTP\/1\.1 200 /);
+      expect(await openProxy.waitForAccess((l) => String(l.url).endsWith('/big-open'))).toMatchObject({ icap: 'reqmod:error:icap_too_large:open' });
     } finally {
       await closedProxy.close();
       await openProxy.close();

@@ -63,7 +63,7 @@ export async function inspectUpload(rt: ProxyRuntime, rec: AccessRecord, req: In
   // A body given up on (the client went away, the destination failed) frees its scan at once.
   const drop = (): void => inspectors.forEach((i) => i.drop());
   // However the exchange ends, the held bytes (and the spool file's share of the disk) go with it.
-  res.once('close', () => void held.close());
+  res.once('close', () => letGo(held));
   let streaming = false;
   try {
     while (held.size <= limit) {
@@ -75,6 +75,8 @@ export async function inspectUpload(rt: ProxyRuntime, rec: AccessRecord, req: In
       const chunk = r.value;
       if (held.size + chunk.length > hold && !held.onDisk) {
         if (icap && !rt.config.inspection.icap.fail_open) throw new ProxyError('icap_too_large', `body over hold_bytes ${hold}`);
+        // Too large to send the ICAP service whole, and ICAP fails open: allowed unchecked by it, and the line says so.
+        if (icap) rec.icap = 'reqmod:error:icap_too_large:open';
         const file = limit > hold ? await spooled(rt, rt.spool.open(held.size + chunk.length)) : undefined;
         if (file) await spooled(rt, held.spill(file));
         else limit = hold; // no spooling (or the spool is full of other bodies): this one streams
@@ -99,7 +101,7 @@ export async function inspectUpload(rt: ProxyRuntime, rec: AccessRecord, req: In
     held.stopSpooling();
     streaming = true;
   } catch (err) {
-    void held.close();
+    letGo(held);
     throw err;
   } finally {
     if (!streaming) drop();
@@ -126,6 +128,11 @@ export async function inspectUpload(rt: ProxyRuntime, rec: AccessRecord, req: In
       await held.close();
     }
   })();
+}
+
+/** Frees what `held` keeps, in the background (a failing close of its file must not become an unhandled rejection). */
+function letGo(held: HeldBody): void {
+  held.close().catch(() => undefined);
 }
 
 /** Waits for a step of spooling; a disk that fails refuses the upload (dlp_error: fail closed), logged once here. */
