@@ -22,6 +22,7 @@ beforeAll(async () => {
         res.end();
         return;
       }
+      if (req.url === '/never') return; // answers nothing: the client gives up first
       if (req.url?.startsWith('/hop')) {
         res.writeHead(200, { connection: 'x-secret-hop', 'x-secret-hop': 'leak', 'keep-alive': 'timeout=5', 'proxy-authenticate': 'Basic' });
         res.end('ok');
@@ -87,6 +88,16 @@ describe('plain HTTP through the explicit proxy', () => {
     const seen = origin.seen.find((s) => s.url === '/put')!;
     expect(seen.headers['content-length']).toBe(String(payload.length));
     expect(seen.headers['transfer-encoding']).toBeUndefined();
+  });
+
+  it('logs a client that leaves before the answer as client_aborted (499), without an error line', async () => {
+    const sock = await openSocket(proxy.port);
+    sock.write(`GET ${origin.url}/never HTTP/1.1\r\nHost: ${new URL(origin.url).host}\r\n\r\n`);
+    await new Promise((r) => setTimeout(r, 200)); // the request is upstream by now
+    expect(origin.seen.some((s) => s.url === '/never')).toBe(true);
+    sock.destroy();
+    expect(await proxy.waitForAccess((l) => String(l.url).endsWith('/never'))).toMatchObject({ decision: 'error', reason: 'client_aborted', status: 499 });
+    expect(proxy.lines().filter((l) => l.level === 'error')).toEqual([]);
   });
 
   it('streams a large download with the right bytes', async () => {

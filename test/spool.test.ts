@@ -5,6 +5,7 @@ import { stringify } from 'yaml';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { HeldBody } from '../src/inspection/held-body.js';
 import { SpoolDir } from '../src/inspection/spool.js';
+import { startCli, writeSetup } from './helpers/cli.js';
 import { startOrigin, type Origin } from './helpers/origin.js';
 import { startTestProxy, type TestProxy } from './helpers/proxy.js';
 import { openSocket } from './helpers/raw.js';
@@ -15,13 +16,13 @@ const base = mkdtempSync(join(tmpdir(), 'egress-spool-'));
 let n = 0;
 const freshDir = (): string => join(base, `d${++n}`);
 
-/** This process's open descriptors whose file was in `dir` (a spool file shows as `… (deleted)`). */
-function openIn(dir: string): Array<{ fd: number; target: string }> {
+/** A process's (this one's by default) open descriptors whose file was in `dir` (a spool file shows as `… (deleted)`). */
+function openIn(dir: string, pid: number | 'self' = 'self'): Array<{ fd: number; target: string }> {
   const out: Array<{ fd: number; target: string }> = [];
-  for (const name of readdirSync('/proc/self/fd')) {
+  for (const name of readdirSync(`/proc/${pid}/fd`)) {
     let target: string;
     try {
-      target = readlinkSync(`/proc/self/fd/${name}`);
+      target = readlinkSync(`/proc/${pid}/fd/${name}`);
     } catch {
       continue; // closed meanwhile
     }
@@ -215,6 +216,29 @@ describe('uploads held on disk through the proxy', () => {
     expect(metrics).toMatch(/^egress_proxy_upload_spooled_total 2$/m);
     expect(metrics).toMatch(/^egress_proxy_upload_spool_full_total 2$/m);
     expect(metrics).toMatch(/^egress_proxy_upload_spool_bytes 0$/m);
+  }, 30_000);
+
+  it('drains on SIGTERM: an upload waiting on disk finishes whole, then the proxy exits 0 and leaves no file', async () => {
+    const dir = freshDir();
+    const config = writeSetup({ inspection: { enabled: false, hold_bytes: 65_536, spool_dir: dir } }, { rules: [{ id: 'dlp-everything', action: 'allow', dlp: ['default'] }] });
+    mkdirSync(join(config, '..', 'policies', 'dlp'));
+    cpSync(join(import.meta.dirname, '..', 'policies', 'dlp', 'default.yaml'), join(config, '..', 'policies', 'dlp', 'default.yaml'));
+    const p = await startCli(['--config', config]);
+    const sock = await openSocket(p.port);
+    let answer = '';
+    sock.on('data', (d: Buffer) => { answer += d.toString('latin1'); });
+    const text = Buffer.alloc(3 << 20, 'lorem ipsum dolor sit amet ');
+    sock.write(`POST ${origin.url}/drained HTTP/1.1\r\nHost: ${new URL(origin.url).host}\r\nContent-Type: text/plain\r\nContent-Length: ${text.length}\r\nConnection: close\r\n\r\n`);
+    sock.write(text.subarray(0, 1 << 20));
+    await waitUntil(() => openIn(dir, p.child.pid!).length === 1); // on disk
+    p.child.kill('SIGTERM');
+    await new Promise((r) => setTimeout(r, 200));
+    sock.write(text.subarray(1 << 20)); // no half-close: Node's server ends the exchange on one
+    expect(await p.exited).toBe(0);
+    expect(answer).toMatch(/^HTTP\/1\.1 200 /);
+    expect(origin.seen.find((s) => s.url === '/drained')?.bodyBytes).toBe(text.length);
+    expect(readdirSync(dir)).toEqual([]);
+    expect(p.stdout()).toContain('"msg":"stopped"');
   }, 30_000);
 
   it('refuses (503 dlp_error) a large upload it cannot hold safely, and still passes small ones', async () => {

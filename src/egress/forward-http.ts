@@ -93,15 +93,16 @@ export class HttpExchange implements Dispatcher.DispatchHandler {
   closed(): void {
     const { rt, record, res } = this;
     rt.active--;
-    if (!res.writableFinished) this.controller?.abort(new Error('client closed'));
-    record.bytes_in = this.socket.bytesRead - this.inAt;
-    record.bytes_out = this.socket.bytesWritten - this.outAt;
-    // Gone before any answer (say, while its upload was held for DLP): the client's doing, not an allow.
+    // Gone before any answer (say, while its upload was held for DLP): the client's doing, not an
+    // allow, and not a failure of ours (the abort below reaches fail() with the same reason).
     if (!res.headersSent && record.reason === 'allowed') {
       record.decision = 'error';
       record.reason = 'client_aborted';
       record.status = statusOf('client_aborted');
     }
+    if (!res.writableFinished) this.controller?.abort(new ProxyError('client_aborted', 'client closed'));
+    record.bytes_in = this.socket.bytesRead - this.inAt;
+    record.bytes_out = this.socket.bytesWritten - this.outAt;
     if (record.status === 0) record.status = res.statusCode;
     record.write(rt.logger);
   }
