@@ -81,7 +81,7 @@ export const configSchema = z
         spool_bytes: z.number().int().min(0).max(1 << 30).default(1 << 30)
           .describe('Past hold_bytes, a body DLP scans is held on disk (encrypted, deleted when done) until its verdict, up to the largest max_scan_bytes of its profiles and at most this; larger ones stream while scanned and are cut on a block. 0 = never spool.'),
         spool_total_bytes: z.number().int().min(0).max(2 ** 44).default(8 * 2 ** 30)
-          .describe('Disk all spooled bodies may take together; past it, a large body streams while scanned.'),
+          .describe('Disk all spooled bodies may take together (per worker process); past it, a large body streams while scanned.'),
         spool_dir: z.string().min(1).optional()
           .describe('Directory of spooled bodies, relative to this file; default: a directory in the system temp dir.'),
         icap: z.strictObject({
