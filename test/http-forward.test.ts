@@ -93,7 +93,8 @@ describe('plain HTTP through the explicit proxy', () => {
   it('logs a client that leaves before the answer as client_aborted (499), without an error line', async () => {
     const sock = await openSocket(proxy.port);
     sock.write(`GET ${origin.url}/never HTTP/1.1\r\nHost: ${new URL(origin.url).host}\r\n\r\n`);
-    await new Promise((r) => setTimeout(r, 200)); // the request is upstream by now
+    // Until the request is upstream (bounded: the test fails if it never gets there).
+    for (let i = 0; i < 250 && !origin.seen.some((s) => s.url === '/never'); i++) await new Promise((r) => setTimeout(r, 20));
     expect(origin.seen.some((s) => s.url === '/never')).toBe(true);
     sock.destroy();
     expect(await proxy.waitForAccess((l) => String(l.url).endsWith('/never'))).toMatchObject({ decision: 'error', reason: 'client_aborted', status: 499 });
