@@ -38,9 +38,14 @@ export class SpoolDir {
     this.made = true;
   }
 
+  /** True while `bytes` more fit under the total. */
+  fits(bytes: number): boolean {
+    return this.used + bytes <= this.totalBytes;
+  }
+
   /** A new spool file for one body, or undefined when `bytes` more would pass the total. */
   async open(bytes: number): Promise<SpoolFile | undefined> {
-    if (this.used + bytes > this.totalBytes) {
+    if (!this.fits(bytes)) {
       this.full++;
       return undefined;
     }
@@ -75,7 +80,7 @@ export class SpoolFile {
 
   /** True while `bytes` more fit under the directory's total. */
   fits(bytes: number): boolean {
-    return this.owner.used + bytes <= this.owner.totalBytes;
+    return this.owner.fits(bytes);
   }
 
   /** Appends `chunk` (encrypted); it reaches the file with the next megabyte or so. */

@@ -53,37 +53,31 @@ export class FdOutput implements LinePlace {
     this.owned = true;
   }
 
-  /** Queues one line already encoded, `src[0, bytes)` (copied); writes a block once enough lines wait. */
-  addBytes(src: Buffer, bytes: number): void {
+  /**
+   * Queues one line already encoded, `src[start, start + bytes)`: copied, unless it was encoded
+   * right where it goes (see `place`); writes a block once enough lines wait.
+   */
+  addBytes(src: Buffer, start: number, bytes: number): void {
+    if (src === this.cur && start === this.curBytes) return this.filled(bytes);
     if (this.curBytes > 0 && this.curBytes + bytes > this.limit()) this.seal();
     if (bytes > this.cur.length) {
-      this.alone(Buffer.from(src.subarray(0, bytes)), bytes);
+      this.alone(Buffer.from(src.subarray(start, start + bytes)), bytes);
       return;
     }
-    src.copy(this.cur, this.curBytes, 0, bytes);
+    src.copy(this.cur, this.curBytes, start, start + bytes);
     this.filled(bytes);
   }
 
   /**
-   * Lets `out` encode a line of at most `bound` bytes at the end of the block being filled, so it
-   * is written from there with no copy (then `commit`); false when the bound does not fit, and the
-   * line goes through `addBytes`, which fills blocks to the byte.
+   * Lets `out` encode a line of at most `bound` bytes at the end of the block being filled, so
+   * `addBytes` takes it from there with no copy (a line not taken is overwritten by the next);
+   * false when the bound does not fit, and the line is copied in, which fills blocks to the byte.
    */
   place(out: LineBytes, bound: number): boolean {
     if (this.curBytes + bound > this.limit()) return false;
     out.buf = this.cur;
     out.begin = out.pos = this.curBytes;
     return true;
-  }
-
-  /** True when `buf` is the block being filled (a line was placed there). */
-  fills(buf: Buffer): boolean {
-    return buf === this.cur;
-  }
-
-  /** Takes the `bytes` just encoded where `place` pointed (not taking them leaves them to be overwritten). */
-  commit(bytes: number): void {
-    this.filled(bytes);
   }
 
   /** True when lines are waiting in the block being filled (a flush timer should come). */
@@ -173,7 +167,7 @@ export class FdOutput implements LinePlace {
     return Math.min(this.maxBlock, this.room());
   }
 
-  /** Counts a line of `bytes` just copied to the end of the block. */
+  /** Counts a line of `bytes` just put at the end of the block. */
   private filled(bytes: number): void {
     this.curBytes += bytes;
     this.curLines++;

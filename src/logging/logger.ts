@@ -164,8 +164,8 @@ export function createLogger(o: LoggerOptions): ProxyLogger {
       // A bug in one line's encoder or observers must cost neither the process nor the lines after it.
       try {
         if (enabled) {
-          line.encode(out, prefix);
-          sink.take(out);
+          const n = line.encode(out, prefix);
+          sink.writeBytes(out.buf, out.begin, n);
         }
       } catch (err) {
         ready?.error({ err }, 'an access line could not be encoded and is lost');

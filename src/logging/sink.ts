@@ -81,45 +81,33 @@ export class LineSink {
   write(line: string): void {
     if (this.closed) return;
     if (this.o.tamperEvident) return this.writeChained(line);
-    this.put(this.encoded(line), this.text.pos);
+    this.put(this.encoded(line), 0, this.text.pos);
   }
 
   /**
-   * Where lines may be encoded straight into a destination's block (see `take`): there is one
-   * destination and lines are not hash-chained. Undefined otherwise.
+   * Where lines may be encoded straight into a destination's block (then given to `writeBytes`
+   * from there): there is one destination and lines are not hash-chained. Undefined otherwise.
    */
   get place(): LinePlace | undefined {
     return this.outputs.length === 1 && !this.o.tamperEvident ? this.outputs[0] : undefined;
   }
 
-  /** Takes the line just encoded in `out` (ending in a newline): kept where it was placed, or copied. */
-  take(out: LineBytes): void {
-    const dest = this.outputs[0];
-    // Not placed: encoded in its own buffer, from 0.
-    if (dest === undefined || !dest.fills(out.buf)) return this.writeBytes(out.buf, out.length);
+  /** Takes one line already encoded, `buf[start, start + bytes)` (ending in a newline), copied (or kept in place) before this returns. */
+  writeBytes(buf: Buffer, start: number, bytes: number): void {
     if (this.closed) return;
-    const bytes = out.length;
-    if (!this.admit(dest, bytes)) return this.lose();
-    dest.commit(bytes);
-    this.wrote(dest);
+    if (this.o.tamperEvident) return this.writeChained(buf.toString('utf8', start, start + bytes));
+    this.put(buf, start, bytes);
   }
 
-  /** Takes one line already encoded, `buf[0, bytes)` (ending in a newline), copied before this returns. */
-  writeBytes(buf: Buffer, bytes: number): void {
-    if (this.closed) return;
-    if (this.o.tamperEvident) return this.writeChained(buf.toString('utf8', 0, bytes));
-    this.put(buf, bytes);
-  }
-
-  /** Copies `buf[0, bytes)` into every destination that has room for it. */
-  private put(buf: Buffer, bytes: number): void {
+  /** Gives `buf[start, start + bytes)` to every destination that has room for it. */
+  private put(buf: Buffer, start: number, bytes: number): void {
     let lost = false;
     for (const out of this.outputs) {
       if (!this.admit(out, bytes)) {
         lost = true;
         continue;
       }
-      out.addBytes(buf, bytes);
+      out.addBytes(buf, start, bytes);
       this.wrote(out);
     }
     if (lost) this.lose();
@@ -147,7 +135,7 @@ export class LineSink {
         continue;
       }
       out.lastHash = chained.hash;
-      out.addBytes(this.text.buf, chained.bytes);
+      out.addBytes(this.text.buf, 0, chained.bytes);
       this.wrote(out);
     }
     if (lost) this.lose();
