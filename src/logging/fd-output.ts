@@ -4,8 +4,14 @@ import type { LineBytes, LinePlace } from './line-bytes.js';
 
 /** A pipe's block is written once this many bytes of whole lines are waiting (one write per ~7 access lines). */
 export const MIN_BLOCK = 4000;
-/** Largest write to a pipe: PIPE_BUF, so a block is atomic and workers sharing stdout never interleave. */
+/** Largest write to a pipe that other processes write to as well: PIPE_BUF, so a block is atomic and workers sharing stdout never interleave. */
 export const PIPE_BLOCK = 4096;
+/**
+ * Largest write to a pipe, socket or terminal this process alone writes to (stdout with one
+ * worker): atomicity is not needed there. Each write wakes the reader, and with 4 KiB writes the
+ * log cost three times as much on a pipe as with 64 KiB (docs/benchmarks.md "Logging and metrics").
+ */
+export const STREAM_BLOCK = 65_536;
 /**
  * Largest write to a regular file. Files fill whole blocks of this size: a write syscall costs
  * about as much as building ten lines, so 4 KiB blocks made writing a third of the log's cost.
@@ -44,8 +50,16 @@ export class FdOutput implements LinePlace {
   private curLines = 0;
 
   /** `maxBlock`: largest single write (PIPE_BLOCK for pipes, whose writes must stay atomic). */
-  constructor(protected fd: number, readonly name: string, private readonly maxBlock: number) {
+  constructor(protected fd: number, readonly name: string, private maxBlock: number) {
     this.cur = Buffer.allocUnsafe(maxBlock);
+  }
+
+  /**
+   * Keeps blocks to at most `bytes` (never below PIPE_BLOCK): the block being filled counts as
+   * buffered, so a block near the buffer's size would look like a stalled destination.
+   */
+  capBlock(bytes: number): void {
+    this.maxBlock = Math.min(this.maxBlock, Math.max(PIPE_BLOCK, bytes));
   }
 
   /** Marks the descriptor as this output's own, to be closed with it. */
@@ -127,7 +141,7 @@ export class FdOutput implements LinePlace {
       let count = 1;
       // Catching up on a file: several blocks in one write.
       if (this.maxBlock > PIPE_BLOCK && this.next + 1 < this.blocks.length) {
-        const limit = Math.min(this.maxBlock, this.room());
+        const limit = this.limit();
         const parts = [first.data];
         let bytes = first.data.length;
         for (let b = this.blocks[this.next + count]; b && bytes + b.data.length <= limit; b = this.blocks[this.next + count]) {

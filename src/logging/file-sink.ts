@@ -1,7 +1,7 @@
 import { closeSync, constants, fstatSync, mkdirSync, openSync, readFileSync, renameSync, statSync, unlink } from 'node:fs';
 import { dirname } from 'node:path';
 import { CHAIN_START, lastLineHash } from './chain.js';
-import { FdOutput, FILE_BLOCK, PIPE_BLOCK } from './fd-output.js';
+import { FdOutput, FILE_BLOCK, PIPE_BLOCK, STREAM_BLOCK } from './fd-output.js';
 
 /** A destination and what its set-up wants the admin to know. */
 export interface Opened {
@@ -25,21 +25,23 @@ function nonBlocking(fd: number): boolean {
  * and a full pipe then stalls the output instead of the event loop. A socket (journald, or a
  * parent's socketpair) cannot be reopened that way (ENXIO): Node's own stdout stream makes it
  * non-blocking (on the shared description, as any Node process writing to it does). A regular
- * file or a tty is written as is.
+ * file or a tty is written as is. `shared`: other workers write to the same stdout, so blocks
+ * stay atomic (PIPE_BLOCK); alone, larger blocks (STREAM_BLOCK) wake the reader less often.
  */
-export function openStdout(): Opened {
+export function openStdout(shared: boolean): Opened {
+  const block = shared ? PIPE_BLOCK : STREAM_BLOCK;
   let socket: boolean;
   try {
     const st = fstatSync(1);
     if (st.isFile()) return { output: new FdOutput(1, 'stdout', FILE_BLOCK) };
-    if (!st.isFIFO() && !st.isSocket()) return { output: new FdOutput(1, 'stdout', PIPE_BLOCK) };
+    if (!st.isFIFO() && !st.isSocket()) return { output: new FdOutput(1, 'stdout', block) };
     socket = st.isSocket();
   } catch {
-    return { output: new FdOutput(1, 'stdout', PIPE_BLOCK) };
+    return { output: new FdOutput(1, 'stdout', block) };
   }
   if (!socket) {
     try {
-      const out = new FdOutput(openSync('/proc/self/fd/1', constants.O_WRONLY | constants.O_NONBLOCK), 'stdout', PIPE_BLOCK);
+      const out = new FdOutput(openSync('/proc/self/fd/1', constants.O_WRONLY | constants.O_NONBLOCK), 'stdout', block);
       out.own();
       return { output: out };
     } catch {
@@ -48,7 +50,7 @@ export function openStdout(): Opened {
   } else {
     void process.stdout; // libuv opens fd 1 as a stream, which sets O_NONBLOCK; nothing is written through it
   }
-  const out = new FdOutput(1, 'stdout', PIPE_BLOCK);
+  const out = new FdOutput(1, 'stdout', block);
   return nonBlocking(1) ? { output: out } : {
     output: out,
     notice: `stdout (a ${socket ? 'socket' : 'pipe'}) could not be made non-blocking: writes to it block while its reader stalls; prefer log.file`,

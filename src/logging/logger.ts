@@ -88,7 +88,7 @@ function outputs(o: LoggerOptions, problem: (msg: string) => void): Opened[] {
   if (typeof o.destination === 'string') return [file(o.destination, 0, 1)];
   if (o.destination !== undefined && o.destination !== 1) return [{ output: new FdOutput(o.destination, `fd ${o.destination}`, PIPE_BLOCK) }];
   const list: Opened[] = [];
-  if (o.destination === 1 || o.stdout !== false || o.file === undefined) list.push(openStdout());
+  if (o.destination === 1 || o.stdout !== false || o.file === undefined) list.push(openStdout(o.worker !== undefined));
   if (o.destination === undefined && o.file) list.push(file(o.file.path, o.file.rotate_bytes ?? 100 << 20, o.file.keep ?? 10));
   return list;
 }

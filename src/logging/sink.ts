@@ -35,6 +35,7 @@ export interface SinkOptions {
   alert?: (line: string) => void;
 }
 
+/** Longest wait before a destination that stopped taking bytes is tried again (the first wait is 1 ms). */
 const RETRY_MS = 15;
 const FLUSH_MS = 250;
 
@@ -64,6 +65,7 @@ export class LineSink {
   private refused = 0;
   private episodes = 0;
   private retry: NodeJS.Timeout | undefined;
+  private retryMs = 1;
   private flushTimer: NodeJS.Timeout | undefined;
   private waiters: Array<() => void> = [];
   private closed = false;
@@ -73,6 +75,8 @@ export class LineSink {
   constructor(private readonly o: SinkOptions) {
     this.outputs = o.outputs;
     this.limit = o.bufferBytes;
+    // A destination that takes every block must never look backlogged: a block is at most a quarter of the buffer.
+    for (const out of this.outputs) out.capBlock(Math.floor(o.bufferBytes / 4));
     this.hardLimit = 2 * o.bufferBytes;
     this.alert = o.alert ?? stderr;
   }
@@ -193,7 +197,8 @@ export class LineSink {
       if (!out.pump()) done = false;
     }
     this.settle();
-    if (!done) this.retryLater();
+    if (done) this.retryMs = 1;
+    else this.retryLater();
     return done;
   }
 
@@ -252,8 +257,14 @@ export class LineSink {
     if (!behind && this.waiters.length > 0) for (const w of this.waiters.splice(0)) w();
   }
 
+  /**
+   * Tries again soon, then less and less often: a reader that lags for a moment (a pipe filled
+   * by one 64 KiB block) is caught up with at once, and one that stalls costs a timer every 15 ms.
+   */
   private retryLater(): void {
-    this.retry ??= setTimeout(() => this.tick(), RETRY_MS).unref();
+    if (this.retry !== undefined) return;
+    this.retry = setTimeout(() => this.tick(), this.retryMs).unref();
+    this.retryMs = Math.min(RETRY_MS, 2 * this.retryMs);
   }
 
   private tick(): void {
