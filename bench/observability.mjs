@@ -1,12 +1,15 @@
 // Cost of the access log and metrics on the request path (see docs/benchmarks.md "Logging and metrics").
 //
-// Small requests (wrk, 50 connections) through two egress-proxy processes in the same run:
-//   quiet: no access log (log.level: warn) and no metrics (metrics.enabled: false);
-//   full:  every access line written to a rotating file on disk, metrics on and scraped every second;
+// Small requests (wrk, 50 connections) through three egress-proxy processes in the same run:
+//   quiet:  no access log (log.level: warn) and no metrics (metrics.enabled: false);
+//   file:   every access line written to a rotating file on disk, metrics on and scraped every second;
+//   stdout: the same, but the lines go to stdout (the default destination), a pipe that another
+//           process reads, as a container runtime or journald would;
 // plus direct to the origin and through Squid for scale, in interleaved rounds so a noisy
-// neighbour hits all alike, in alternating order. Then, each round, quiet and full are loaded at
-// the same time on the one core they share. Target: full serves at least 95% as many requests as
-// quiet when they share a core (the steadier measure; one at a time is shown too).
+// neighbour hits all alike, in alternating order. Then, each round, quiet and each full proxy
+// are loaded at the same time on the one core they share. Target: a full proxy serves at least
+// 95% as many requests as quiet when they share a core (the steadier measure; one at a time is
+// shown too), for each destination.
 //   npm run build && node bench/observability.mjs [--seconds 10] [--rounds 4] [--log-dir DIR (default: the temp dir)] [--no-pin]
 import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
@@ -16,6 +19,7 @@ import { median } from './lib/curl.mjs';
 import { cpuMs, run, sleep } from './lib/proc.mjs';
 import { fmt, ratio, targetLines } from './lib/report.mjs';
 import { makeCert, ORIGIN_HOST, squidVersion, startOrigin, startProxy, startSquid, stop } from './lib/servers.mjs';
+import { start } from './lib/proc.mjs';
 import { wrk } from './lib/wrk.mjs';
 
 const { values: opt } = parseArgs({ options: { seconds: { type: 'string', default: '10' }, rounds: { type: 'string', default: '4' }, 'log-dir': { type: 'string' }, pin: { type: 'boolean', default: true } }, allowNegative: true });
@@ -49,39 +53,54 @@ async function main() {
   else log('squid not installed: apt-get install squid-openssl (skipping its column)');
   const url = `http://${ORIGIN_HOST}:${origin.http}/small`;
   const CONFIGS = {
-    quiet: { log: '{level: warn}', configLines: ['metrics: {enabled: false}'] },
-    full: (logDir) => ({ log: `{level: info, stdout: false, file: {path: ${join(logDir, 'access.log')}, rotate_bytes: 67108864, keep: 2}}`, configLines: ['metrics: {enabled: true}'] }),
+    quiet: () => ({ log: '{level: warn}', configLines: ['metrics: {enabled: false}'] }),
+    file: (logDir) => ({ log: `{level: info, stdout: false, file: {path: ${join(logDir, 'access.log')}, rotate_bytes: 67108864, keep: 2}}`, configLines: ['metrics: {enabled: true}'] }),
+    stdout: (logDir) => ({ log: '{level: info}', configLines: ['metrics: {enabled: true}'], stdout: join(logDir, 'stdout.fifo') }),
   };
   let fresh = 0;
   /** A new process per round: which of two identical processes started first was worth up to 15% here. */
   const startOne = async (key) => {
     const d = join(dir, `${key}-${++fresh}`);
     mkdirSync(d);
-    const logDir = key === 'full' && opt['log-dir'] ? mkdtempSync(join(opt['log-dir'], 'egress-obs-')) : d;
-    const p = await startProxy(d, typeof CONFIGS[key] === 'function' ? CONFIGS[key](logDir) : CONFIGS[key]);
+    const logDir = key === 'file' && opt['log-dir'] ? mkdtempSync(join(opt['log-dir'], 'egress-obs-')) : d;
+    let reader;
+    if (key === 'stdout') {
+      // The reader counts the access lines as it goes (grep, on the bench's core, as a log shipper would read).
+      if ((await run('mkfifo', [join(d, 'stdout.fifo')])).code !== 0) throw new Error('mkfifo failed');
+      reader = start('bash', ['-c', `exec grep -c -F '"type":"access"' < '${join(d, 'stdout.fifo')}'`], { stdout: 'pipe' });
+      let said = '';
+      reader.stdout.setEncoding('utf8').on('data', (t) => { said += t; });
+      reader.count = new Promise((resolve) => reader.stdout.once('end', () => resolve(Number(said.trim()) || 0)));
+    }
+    const p = await startProxy(d, CONFIGS[key](logDir));
     running.push(p.child);
     if (pinned) await pin(p.child.pid, 1);
-    return { key, port: p.port, pid: p.child.pid, admin: p.admin, child: p.child, logDir };
+    return { key, port: p.port, pid: p.child.pid, admin: p.admin, child: p.child, logDir, reader };
   };
 
   const runs = {};
   const shared = {};
   let scrapes = 0;
-  let lines = 0;
+  const lines = { file: 0, stdout: 0 };
+  const FULL = ['file', 'stdout'];
   for (let round = 1; round <= ROUNDS; round++) {
-    // Start order and run order alternate (ABBA), so neither proxy always goes first.
-    const pair = round % 2 === 1 ? [await startOne('quiet'), await startOne('full')] : [await startOne('full'), await startOne('quiet')];
-    const full = pair.find((p) => p.key === 'full');
+    // Start order and run order alternate (ABBA), so no proxy always goes first.
+    const keys = round % 2 === 1 ? ['quiet', ...FULL] : [...FULL].reverse().concat('quiet');
+    const procs = [];
+    for (const k of keys) procs.push(await startOne(k));
+    const by = Object.fromEntries(procs.map((p) => [p.key, p]));
     // Prometheus would scrape too: once a second, bounded by the round's length.
     let scraping = true;
     const scraper = (async () => {
       while (scraping && scrapes < 10_000) {
-        const r = await fetch(`http://127.0.0.1:${full.admin}/metrics`).catch(() => undefined);
-        if (r) { await r.text(); scrapes++; }
+        for (const k of FULL) {
+          const r = await fetch(`http://127.0.0.1:${by[k].admin}/metrics`).catch(() => undefined);
+          if (r) { await r.text(); scrapes++; }
+        }
         await sleep(1000);
       }
     })();
-    const list = [['direct', undefined, undefined], ['squid', sq?.port, sq?.child.pid], ...pair.map((p) => [p.key, p.port, p.pid])]
+    const list = [['direct', undefined, undefined], ['squid', sq?.port, sq?.child.pid], ...procs.map((p) => [p.key, p.port, p.pid])]
       .filter(([k, port]) => k === 'direct' || port);
     for (const [key, port] of list) {
       log(`${key}: round ${round}/${ROUNDS} warm-up (2 s)`);
@@ -96,32 +115,35 @@ async function main() {
       if (r.non2xx || r.socket_errors) log(`  ${key}: ${r.non2xx} non-2xx, ${r.socket_errors} socket errors\n${raw}`);
       (runs[key] ??= []).push(r);
     }
-    // Both proxies at once, sharing their core: the scheduler gives each half of it, so the share
-    // of requests each serves is its cost per request, under the very same machine state.
-    // One after the other, a round's two proxies differed by up to 15% for reasons of the moment.
-    {
+    // Quiet and one full proxy at once, sharing their core: the scheduler gives each half of it,
+    // so the share of requests each serves is its cost per request, under the very same machine
+    // state. One after the other, a round's two proxies differed by up to 15% for reasons of the moment.
+    for (const k of round % 2 === 1 ? FULL : [...FULL].reverse()) {
+      const pair = [by.quiet, by[k]];
       await sleep(1000);
-      log(`quiet + full sharing a core: round ${round}/${ROUNDS} (${SECONDS} s)`);
+      log(`quiet + ${k} sharing a core: round ${round}/${ROUNDS} (${SECONDS} s)`);
       const cpu0 = pair.map((p) => cpuMs(p.pid));
       const rs = await Promise.all(pair.map((p) => wrk({ originUrl: url, proxyPort: p.port, seconds: SECONDS, dir })));
-      pair.forEach((p, i) => {
+      const [q, f] = pair.map((p, i) => {
         const { raw, ...r } = rs[i];
         r.cpu_us_per_req = ((cpuMs(p.pid) - cpu0[i]) * 1000) / r.requests;
         if (r.non2xx || r.socket_errors) log(`  ${p.key} (shared): ${r.non2xx} non-2xx, ${r.socket_errors} socket errors\n${raw}`);
-        (shared[p.key] ??= []).push(r);
+        return r;
       });
+      (shared[k] ??= []).push({ served: ratio(f.requests, q.requests), cpu: ratio(f.cpu_us_per_req, q.cpu_us_per_req), errors: q.non2xx + q.socket_errors + f.non2xx + f.socket_errors });
     }
     scraping = false;
     await scraper;
-    for (const p of pair) {
+    for (const p of procs) {
       await stop(p.child);
       running.splice(running.indexOf(p.child), 1);
     }
-    // The full proxy really wrote its lines: count them (the current file and its rotations).
-    for (const f of readdirSync(full.logDir).filter((n) => n.startsWith('access.log'))) {
-      lines += readFileSync(join(full.logDir, f), 'utf8').split('\n').filter((l) => l.includes('"type":"access"')).length;
+    // The full proxies really wrote their lines: count them (the file and its rotations; what the reader of stdout saw).
+    for (const f of readdirSync(by.file.logDir).filter((n) => n.startsWith('access.log'))) {
+      lines.file += readFileSync(join(by.file.logDir, f), 'utf8').split('\n').filter((l) => l.includes('"type":"access"')).length;
     }
-    if (opt['log-dir']) rmSync(full.logDir, { recursive: true, force: true });
+    lines.stdout += await by.stdout.reader.count;
+    if (opt['log-dir']) rmSync(by.file.logDir, { recursive: true, force: true });
   }
   for (const c of running.reverse()) await stop(c);
 
@@ -129,27 +151,35 @@ async function main() {
     rps: median(rs.map((r) => r.rps)), p99_ms: median(rs.map((r) => r.p99_ms)), cpu_us_per_req: rs[0].cpu_us_per_req === undefined ? undefined : median(rs.map((r) => r.cpu_us_per_req)),
     errors: rs.reduce((a, r) => a + r.non2xx + r.socket_errors, 0), rounds: rs.map((r) => Math.round(r.rps)),
   }]));
-  // Each round's own pair: how far the rounds agree (a round's two processes share the machine's state of the moment).
-  const paired = (rs, key) => rs.full.map((r, i) => ratio(r[key], rs.quiet[i][key]));
-  const together = paired(shared, 'requests');
-  const seqCost = 1 - ratio(m.full.rps, m.quiet.rps);
-  // Unpinned, the two proxies do not share one core, and their shares say nothing of their costs.
-  const cost = pinned ? 1 - median(together) : seqCost;
-  const cpuCost = median(paired(shared, 'cpu_us_per_req')) - 1;
+  // Each round's own pair: how far the rounds agree (a round's processes share the machine's state of the moment).
+  const paired = (k, key) => runs[k].map((r, i) => ratio(r[key], runs.quiet[i][key]));
   console.log(`\negress-proxy logging + metrics cost  ${new Date().toISOString()}  (${ROUNDS} rounds x ${SECONDS} s, median)`);
   console.log('one at a time (the whole core each):');
   console.log(['', 'req/s', 'p99 ms', 'proxy CPU us/req', 'rounds req/s'].join('\t'));
   for (const [k, v] of Object.entries(m)) console.log([k, fmt(v.rps), fmt(v.p99_ms, 2), fmt(v.cpu_us_per_req, 1), v.rounds.join(' ')].join('\t'));
-  console.log(`per round, full/quiet: req/s ${paired(runs, 'rps').map((x) => fmt(x, 3)).join(' ')}; CPU per request ${paired(runs, 'cpu_us_per_req').map((x) => fmt(x, 3)).join(' ')}`);
-  console.log(`full/quiet req/s ${fmt(ratio(m.full.rps, m.quiet.rps), 3)}; full/direct ${fmt(ratio(m.full.rps, m.direct.rps), 2)}${m.squid ? `; full/squid ${fmt(ratio(m.full.rps, m.squid.rps), 2)}` : ''}`);
-  console.log(`\nsharing a core (both loaded at once), per round, full/quiet: requests ${together.map((x) => fmt(x, 3)).join(' ')}; CPU per request ${paired(shared, 'cpu_us_per_req').map((x) => fmt(x, 3)).join(' ')}`);
-  const errors = Object.values(shared).flat().reduce((a, r) => a + r.non2xx + r.socket_errors, 0) + Object.values(m).reduce((a, v) => a + v.errors, 0);
-  console.log(`access lines written by full: ${lines.toLocaleString('en-US')}; /metrics scrapes: ${scrapes}; errors: ${errors}`);
-  console.log(`\ntargets:\n${targetLines([
-    { name: `log + metrics cost on requests served, ${pinned ? 'sharing a core' : 'one at a time (not pinned)'} <= 5%`, value: `${fmt(cost * 100, 1)}%`, status: cost <= 0.05 && errors === 0 ? 'PASS' : 'MISS' },
-    ...(pinned ? [{ name: '(for reference) the same, one at a time', value: `${fmt(seqCost * 100, 1)}%`, status: 'info' }] : []),
-    { name: `(for reference) CPU per request, full vs quiet, ${pinned ? 'sharing a core' : 'loaded at once'}`, value: `${cpuCost >= 0 ? '+' : ''}${fmt(cpuCost * 100, 1)}%`, status: 'info' },
-  ])}`);
+  for (const k of FULL) {
+    console.log(`per round, ${k}/quiet: req/s ${paired(k, 'rps').map((x) => fmt(x, 3)).join(' ')}; CPU per request ${paired(k, 'cpu_us_per_req').map((x) => fmt(x, 3)).join(' ')}`);
+  }
+  console.log(`file/direct req/s ${fmt(ratio(m.file.rps, m.direct.rps), 2)}${m.squid ? `; file/squid ${fmt(ratio(m.file.rps, m.squid.rps), 2)}` : ''}`);
+  console.log('\nsharing a core (quiet and one full proxy loaded at once), per round, full/quiet:');
+  for (const k of FULL) {
+    console.log(`${k}: requests ${shared[k].map((x) => fmt(x.served, 3)).join(' ')}; CPU per request ${shared[k].map((x) => fmt(x.cpu, 3)).join(' ')}`);
+  }
+  const errors = Object.values(shared).flat().reduce((a, r) => a + r.errors, 0) + Object.values(m).reduce((a, v) => a + v.errors, 0);
+  console.log(`access lines written: file ${lines.file.toLocaleString('en-US')}, stdout ${lines.stdout.toLocaleString('en-US')}; /metrics scrapes: ${scrapes}; errors: ${errors}`);
+  const where = { file: 'a file on disk', stdout: 'stdout, a pipe (the default)' };
+  const targets = FULL.flatMap((k) => {
+    const seqCost = 1 - ratio(m[k].rps, m.quiet.rps);
+    // Unpinned, the proxies do not share one core, and their shares say nothing of their costs.
+    const cost = pinned ? 1 - median(shared[k].map((x) => x.served)) : seqCost;
+    const cpuCost = median(shared[k].map((x) => x.cpu)) - 1;
+    return [
+      { name: `log (${where[k]}) + metrics cost on requests served, ${pinned ? 'sharing a core' : 'one at a time (not pinned)'} <= 5%`, value: `${fmt(cost * 100, 1)}%`, status: cost <= 0.05 && errors === 0 ? 'PASS' : 'MISS' },
+      ...(pinned ? [{ name: '  (for reference) the same, one at a time', value: `${fmt(seqCost * 100, 1)}%`, status: 'info' }] : []),
+      { name: `  (for reference) CPU per request, ${k} vs quiet, ${pinned ? 'sharing a core' : 'loaded at once'}`, value: `${cpuCost >= 0 ? '+' : ''}${fmt(cpuCost * 100, 1)}%`, status: 'info' },
+    ];
+  });
+  console.log(`\ntargets:\n${targetLines(targets)}`);
 }
 
 try {

@@ -41,9 +41,10 @@ export async function startOrigin(dir, { cert, key }) {
 /**
  * Starts egress-proxy from dist/ with a temp config allowing only the origin's address.
  * `policyLines` are appended to the policy file (e.g. `rules:`); `dlpFiles` are copied into the
- * policy directory's dlp/ (profiles the rules name).
+ * policy directory's dlp/ (profiles the rules name); `stdout` is where its stdout goes (a path:
+ * /dev/null, or a FIFO someone reads).
  */
-export async function startProxy(dir, { cpuProfDir, workers = 1, policyLines = [], dlpFiles = [], log = '{level: info}', configLines = [], inspection = '{enabled: false}' } = {}) {
+export async function startProxy(dir, { cpuProfDir, workers = 1, policyLines = [], dlpFiles = [], log = '{level: info}', configLines = [], inspection = '{enabled: false}', stdout = '/dev/null' } = {}) {
   const port = await freePort();
   const admin = await freePort();
   const policies = join(dir, 'policies');
@@ -66,9 +67,9 @@ export async function startProxy(dir, { cpuProfDir, workers = 1, policyLines = [
   const cli = join(ROOT, 'dist/cli.js');
   if (!existsSync(cli)) throw new Error('dist/cli.js missing: run `npm run build` (or `npm run bench`)');
   const prof = cpuProfDir ? ['--cpu-prof', `--cpu-prof-dir=${cpuProfDir}`] : [];
-  // Access log (one JSON line per request) goes to /dev/null: a terminal or pipe would be the bottleneck.
+  // Access log (one JSON line per request) goes to /dev/null unless asked: a terminal would be the bottleneck.
   const child = start('node', [...prof, cli, 'start', '--config', config, '--policies', policies],
-    { fdLimit: await fdLimit(), stdout: '/dev/null', stderr: join(dir, 'proxy.stderr') });
+    { fdLimit: await fdLimit(), stdout, stderr: join(dir, 'proxy.stderr') });
   try {
     await waitListening('127.0.0.1', port, { child });
   } catch (err) {
