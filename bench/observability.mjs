@@ -1,15 +1,15 @@
 // Cost of the access log and metrics on the request path (see docs/benchmarks.md "Logging and metrics").
 //
-// Small requests (wrk, 50 connections) through three egress-proxy processes in the same run:
+// Small requests (wrk, 50 connections) through egress-proxy processes built the same way:
 //   quiet:  no access log (log.level: warn) and no metrics (metrics.enabled: false);
 //   file:   every access line written to a rotating file on disk, metrics on and scraped every second;
 //   stdout: the same, but the lines go to stdout (the default destination), a pipe that another
 //           process reads, as a container runtime or journald would;
-// plus direct to the origin and through Squid for scale, in interleaved rounds so a noisy
-// neighbour hits all alike, in alternating order. Then, each round, quiet and each full proxy
-// are loaded at the same time on the one core they share. Target: a full proxy serves at least
-// 95% as many requests as quiet when they share a core (the steadier measure; one at a time is
-// shown too), for each destination.
+// each full proxy paired with a quiet one started with it, plus direct to the origin and through
+// Squid for scale, in interleaved rounds so a noisy neighbour hits all alike, in alternating
+// order. Then each pair is loaded at the same time on the one core it shares. Target, for each
+// destination: the full proxy serves at least 95% as many requests as its quiet partner when they
+// share a core (the steadier measure; one at a time is shown too).
 //   npm run build && node bench/observability.mjs [--seconds 10] [--rounds 4] [--log-dir DIR (default: the temp dir)] [--no-pin]
 import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
@@ -53,7 +53,8 @@ async function main() {
   else log('squid not installed: apt-get install squid-openssl (skipping its column)');
   const url = `http://${ORIGIN_HOST}:${origin.http}/small`;
   const CONFIGS = {
-    quiet: () => ({ log: '{level: warn}', configLines: ['metrics: {enabled: false}'] }),
+    'quiet-file': () => ({ log: '{level: warn}', configLines: ['metrics: {enabled: false}'] }),
+    'quiet-stdout': () => ({ log: '{level: warn}', configLines: ['metrics: {enabled: false}'] }),
     file: (logDir) => ({ log: `{level: info, stdout: false, file: {path: ${join(logDir, 'access.log')}, rotate_bytes: 67108864, keep: 2}}`, configLines: ['metrics: {enabled: true}'] }),
     stdout: (logDir) => ({ log: '{level: info}', configLines: ['metrics: {enabled: true}'], stdout: join(logDir, 'stdout.fifo') }),
   };
@@ -65,9 +66,9 @@ async function main() {
     const logDir = key === 'file' && opt['log-dir'] ? mkdtempSync(join(opt['log-dir'], 'egress-obs-')) : d;
     let reader;
     if (key === 'stdout') {
-      // The reader counts the access lines as it goes (grep, on the bench's core, as a log shipper would read).
+      // The reader counts lines as it goes (wc, on the bench's core, where a log shipper would run).
       if ((await run('mkfifo', [join(d, 'stdout.fifo')])).code !== 0) throw new Error('mkfifo failed');
-      reader = start('bash', ['-c', `exec grep -c -F '"type":"access"' < '${join(d, 'stdout.fifo')}'`], { stdout: 'pipe' });
+      reader = start('bash', ['-c', `exec wc -l < '${join(d, 'stdout.fifo')}'`], { stdout: 'pipe' });
       let said = '';
       reader.stdout.setEncoding('utf8').on('data', (t) => { said += t; });
       reader.count = new Promise((resolve) => reader.stdout.once('end', () => resolve(Number(said.trim()) || 0)));
@@ -83,67 +84,76 @@ async function main() {
   let scrapes = 0;
   const lines = { file: 0, stdout: 0 };
   const FULL = ['file', 'stdout'];
+  /** One measurement, one process at a time, with the whole core. */
+  const alone = async (key, port, pid, round) => {
+    await sleep(1000);
+    log(`${key}: round ${round}/${ROUNDS} (${SECONDS} s)`);
+    const cpu0 = pid && cpuMs(pid);
+    const { raw, ...r } = await wrk({ originUrl: url, proxyPort: port, seconds: SECONDS, dir });
+    if (pid) r.cpu_us_per_req = ((cpuMs(pid) - cpu0) * 1000) / r.requests;
+    if (r.non2xx || r.socket_errors) log(`  ${key}: ${r.non2xx} non-2xx, ${r.socket_errors} socket errors\n${raw}`);
+    (runs[key] ??= []).push(r);
+  };
   for (let round = 1; round <= ROUNDS; round++) {
-    // Start order and run order alternate (ABBA), so no proxy always goes first.
-    const keys = round % 2 === 1 ? ['quiet', ...FULL] : [...FULL].reverse().concat('quiet');
-    const procs = [];
-    for (const k of keys) procs.push(await startOne(k));
-    const by = Object.fromEntries(procs.map((p) => [p.key, p]));
-    // Prometheus would scrape too: once a second, bounded by the round's length.
-    let scraping = true;
-    const scraper = (async () => {
-      while (scraping && scrapes < 10_000) {
-        for (const k of FULL) {
-          const r = await fetch(`http://127.0.0.1:${by[k].admin}/metrics`).catch(() => undefined);
-          if (r) { await r.text(); scrapes++; }
-        }
-        await sleep(1000);
-      }
-    })();
-    const list = [['direct', undefined, undefined], ['squid', sq?.port, sq?.child.pid], ...procs.map((p) => [p.key, p.port, p.pid])]
-      .filter(([k, port]) => k === 'direct' || port);
-    for (const [key, port] of list) {
+    const scale = [['direct', undefined, undefined], ['squid', sq?.port, sq?.child.pid]].filter(([k, port]) => k === 'direct' || port);
+    for (const [key, port] of scale) {
       log(`${key}: round ${round}/${ROUNDS} warm-up (2 s)`);
       await wrk({ originUrl: url, proxyPort: port, seconds: 2, dir });
     }
-    for (const [key, port, pid] of round % 2 === 1 ? list : [...list].reverse()) {
-      await sleep(1000);
-      log(`${key}: round ${round}/${ROUNDS} (${SECONDS} s)`);
-      const cpu0 = pid && cpuMs(pid);
-      const { raw, ...r } = await wrk({ originUrl: url, proxyPort: port, seconds: SECONDS, dir });
-      if (pid) r.cpu_us_per_req = ((cpuMs(pid) - cpu0) * 1000) / r.requests;
-      if (r.non2xx || r.socket_errors) log(`  ${key}: ${r.non2xx} non-2xx, ${r.socket_errors} socket errors\n${raw}`);
-      (runs[key] ??= []).push(r);
-    }
-    // Quiet and one full proxy at once, sharing their core: the scheduler gives each half of it,
-    // so the share of requests each serves is its cost per request, under the very same machine
-    // state. One after the other, a round's two proxies differed by up to 15% for reasons of the moment.
+    for (const [key, port, pid] of round % 2 === 1 ? scale : [...scale].reverse()) await alone(key, port, pid, round);
+    // Each full proxy gets a quiet partner of its own, started with it and loaded as it is: a
+    // quiet process shared by both pairs served 5% more in whichever pair came second.
     for (const k of round % 2 === 1 ? FULL : [...FULL].reverse()) {
-      const pair = [by.quiet, by[k]];
+      const q = `quiet-${k}`;
+      // Start order and run order alternate (ABBA), so neither proxy always goes first.
+      const pair = round % 2 === 1 ? [await startOne(q), await startOne(k)] : [await startOne(k), await startOne(q)];
+      const full = pair.find((p) => p.key === k);
+      const quiet = pair.find((p) => p.key === q);
+      // Prometheus would scrape too: once a second, bounded by the round's length.
+      let scraping = true;
+      const scraper = (async () => {
+        while (scraping && scrapes < 10_000) {
+          const r = await fetch(`http://127.0.0.1:${full.admin}/metrics`).catch(() => undefined);
+          if (r) { await r.text(); scrapes++; }
+          await sleep(1000);
+        }
+      })();
+      for (const p of pair) {
+        log(`${p.key}: round ${round}/${ROUNDS} warm-up (2 s)`);
+        await wrk({ originUrl: url, proxyPort: p.port, seconds: 2, dir });
+      }
+      for (const p of pair) await alone(p.key, p.port, p.pid, round);
+      // Both at once, sharing their core: the scheduler gives each half of it, so the share of
+      // requests each serves is its cost per request, under the very same machine state. One
+      // after the other, a round's two proxies differed by up to 15% for reasons of the moment.
       await sleep(1000);
-      log(`quiet + ${k} sharing a core: round ${round}/${ROUNDS} (${SECONDS} s)`);
-      const cpu0 = pair.map((p) => cpuMs(p.pid));
-      const rs = await Promise.all(pair.map((p) => wrk({ originUrl: url, proxyPort: p.port, seconds: SECONDS, dir })));
-      const [q, f] = pair.map((p, i) => {
+      log(`${q} + ${k} sharing a core: round ${round}/${ROUNDS} (${SECONDS} s)`);
+      const cpu0 = [quiet, full].map((p) => cpuMs(p.pid));
+      const rs = await Promise.all([quiet, full].map((p) => wrk({ originUrl: url, proxyPort: p.port, seconds: SECONDS, dir })));
+      const [rq, rf] = [quiet, full].map((p, i) => {
         const { raw, ...r } = rs[i];
         r.cpu_us_per_req = ((cpuMs(p.pid) - cpu0[i]) * 1000) / r.requests;
         if (r.non2xx || r.socket_errors) log(`  ${p.key} (shared): ${r.non2xx} non-2xx, ${r.socket_errors} socket errors\n${raw}`);
         return r;
       });
-      (shared[k] ??= []).push({ served: ratio(f.requests, q.requests), cpu: ratio(f.cpu_us_per_req, q.cpu_us_per_req), errors: q.non2xx + q.socket_errors + f.non2xx + f.socket_errors });
+      (shared[k] ??= []).push({ served: ratio(rf.requests, rq.requests), cpu: ratio(rf.cpu_us_per_req, rq.cpu_us_per_req), errors: rq.non2xx + rq.socket_errors + rf.non2xx + rf.socket_errors });
+      scraping = false;
+      await scraper;
+      for (const p of pair) {
+        await stop(p.child);
+        running.splice(running.indexOf(p.child), 1);
+      }
+      // The full proxy really wrote its lines: count them (the file and its rotations; all lines
+      // the reader of stdout saw, the proxy's few own messages among them).
+      if (k === 'file') {
+        for (const f of readdirSync(full.logDir).filter((n) => n.startsWith('access.log'))) {
+          lines.file += readFileSync(join(full.logDir, f), 'utf8').split('\n').filter((l) => l.includes('"type":"access"')).length;
+        }
+        if (opt['log-dir']) rmSync(full.logDir, { recursive: true, force: true });
+      } else {
+        lines.stdout += await full.reader.count;
+      }
     }
-    scraping = false;
-    await scraper;
-    for (const p of procs) {
-      await stop(p.child);
-      running.splice(running.indexOf(p.child), 1);
-    }
-    // The full proxies really wrote their lines: count them (the file and its rotations; what the reader of stdout saw).
-    for (const f of readdirSync(by.file.logDir).filter((n) => n.startsWith('access.log'))) {
-      lines.file += readFileSync(join(by.file.logDir, f), 'utf8').split('\n').filter((l) => l.includes('"type":"access"')).length;
-    }
-    lines.stdout += await by.stdout.reader.count;
-    if (opt['log-dir']) rmSync(by.file.logDir, { recursive: true, force: true });
   }
   for (const c of running.reverse()) await stop(c);
 
@@ -152,7 +162,7 @@ async function main() {
     errors: rs.reduce((a, r) => a + r.non2xx + r.socket_errors, 0), rounds: rs.map((r) => Math.round(r.rps)),
   }]));
   // Each round's own pair: how far the rounds agree (a round's processes share the machine's state of the moment).
-  const paired = (k, key) => runs[k].map((r, i) => ratio(r[key], runs.quiet[i][key]));
+  const paired = (k, key) => runs[k].map((r, i) => ratio(r[key], runs[`quiet-${k}`][i][key]));
   console.log(`\negress-proxy logging + metrics cost  ${new Date().toISOString()}  (${ROUNDS} rounds x ${SECONDS} s, median)`);
   console.log('one at a time (the whole core each):');
   console.log(['', 'req/s', 'p99 ms', 'proxy CPU us/req', 'rounds req/s'].join('\t'));
@@ -166,10 +176,10 @@ async function main() {
     console.log(`${k}: requests ${shared[k].map((x) => fmt(x.served, 3)).join(' ')}; CPU per request ${shared[k].map((x) => fmt(x.cpu, 3)).join(' ')}`);
   }
   const errors = Object.values(shared).flat().reduce((a, r) => a + r.errors, 0) + Object.values(m).reduce((a, v) => a + v.errors, 0);
-  console.log(`access lines written: file ${lines.file.toLocaleString('en-US')}, stdout ${lines.stdout.toLocaleString('en-US')}; /metrics scrapes: ${scrapes}; errors: ${errors}`);
+  console.log(`lines written: file ${lines.file.toLocaleString('en-US')} access lines, stdout ${lines.stdout.toLocaleString('en-US')} lines; /metrics scrapes: ${scrapes}; errors: ${errors}`);
   const where = { file: 'a file on disk', stdout: 'stdout, a pipe (the default)' };
   const targets = FULL.flatMap((k) => {
-    const seqCost = 1 - ratio(m[k].rps, m.quiet.rps);
+    const seqCost = 1 - median(paired(k, 'rps'));
     // Unpinned, the proxies do not share one core, and their shares say nothing of their costs.
     const cost = pinned ? 1 - median(shared[k].map((x) => x.served)) : seqCost;
     const cpuCost = median(shared[k].map((x) => x.cpu)) - 1;
