@@ -52,9 +52,10 @@ async function main() {
   if (sq && pinned) await pin(sq.child.pid, 1);
   else log('squid not installed: apt-get install squid-openssl (skipping its column)');
   const url = `http://${ORIGIN_HOST}:${origin.http}/small`;
+  const quiet = () => ({ log: '{level: warn}', configLines: ['metrics: {enabled: false}'] });
   const CONFIGS = {
-    'quiet-file': () => ({ log: '{level: warn}', configLines: ['metrics: {enabled: false}'] }),
-    'quiet-stdout': () => ({ log: '{level: warn}', configLines: ['metrics: {enabled: false}'] }),
+    'quiet-file': quiet,
+    'quiet-stdout': quiet,
     file: (logDir) => ({ log: `{level: info, stdout: false, file: {path: ${join(logDir, 'access.log')}, rotate_bytes: 67108864, keep: 2}}`, configLines: ['metrics: {enabled: true}'] }),
     stdout: (logDir) => ({ log: '{level: info}', configLines: ['metrics: {enabled: true}'], stdout: join(logDir, 'stdout.fifo') }),
   };

@@ -127,21 +127,29 @@ async function startOnSlowPipe(config: string, trickle: number): Promise<{ child
     }
   };
   const timer = setInterval(take, 1);
-  const ready = (): string[] => out.split('\n').filter((l) => l.includes('"egress-proxy ready"'));
-  await vi.waitFor(() => expect(ready()).toHaveLength(2), { timeout: 15_000, interval: 20 });
-  const { listen } = JSON.parse(ready()[0]!) as { listen: { port: number } };
-  return {
-    child, port: listen.port, text: () => Buffer.from(out, 'latin1').toString('utf8'),
-    stop: async () => {
-      child.kill('SIGTERM');
-      const code = await exited;
+  let stopped = false;
+  const stop = async (): Promise<number | null> => {
+    child.kill('SIGTERM');
+    const code = await exited;
+    if (!stopped) {
+      stopped = true;
       clearInterval(timer);
       while (take() > 0);
       closeSync(reader);
       rmSync(dir, { recursive: true, force: true });
-      return code;
-    },
+    }
+    return code;
   };
+  const ready = (): string[] => out.split('\n').filter((l) => l.includes('"egress-proxy ready"'));
+  try {
+    await vi.waitFor(() => expect(ready()).toHaveLength(2), { timeout: 15_000, interval: 20 });
+  } catch (err) {
+    child.kill('SIGKILL');
+    await stop();
+    throw err;
+  }
+  const { listen } = JSON.parse(ready()[0]!) as { listen: { port: number } };
+  return { child, port: listen.port, text: () => Buffer.from(out, 'latin1').toString('utf8'), stop };
 }
 
 describe('stdout shared by workers', () => {
@@ -174,6 +182,7 @@ describe('stdout shared by workers', () => {
     } finally {
       await agent.close();
       p.child.kill('SIGKILL');
+      await p.stop();
     }
   }, 60_000);
 });
