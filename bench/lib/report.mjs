@@ -1,4 +1,6 @@
 // The comparison table and the issue's targets.
+import { median } from './curl.mjs';
+
 export const fmt = (v, digits = 0) => (v === undefined || v === null || Number.isNaN(v) ? '-' : v.toLocaleString('en-US', { maximumFractionDigits: digits, minimumFractionDigits: digits }));
 export const ratio = (a, b) => (a != null && b ? a / b : undefined);
 const MiB = (kb) => (kb == null ? undefined : kb / 1024);
@@ -66,4 +68,17 @@ export function targets(r) {
 export function targetLines(list) {
   const w = Math.max(...list.map((t) => t.name.length));
   return list.map((t) => `  ${t.status.padEnd(4)}  ${t.name.padEnd(w)}  ${t.value ?? '(not measured)'}`).join('\n');
+}
+
+/**
+ * A 95% interval for the median of `values` (bootstrap, 2,000 resamples, a fixed seed so the
+ * same rounds always give the same interval): how far a run's rounds let its median be trusted.
+ */
+export function medianInterval(values) {
+  let seed = 0x2545f491;
+  const rand = () => (seed = (Math.imul(seed, 1103515245) + 12345) >>> 0) / 2 ** 32;
+  const meds = [];
+  for (let i = 0; i < 2000; i++) meds.push(median(Array.from(values, () => values[Math.floor(rand() * values.length)])));
+  meds.sort((a, b) => a - b);
+  return [meds[50], meds[1949]];
 }
