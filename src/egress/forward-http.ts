@@ -1,7 +1,6 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { isIP, type Socket } from 'node:net';
 import type { Dispatcher } from 'undici';
-import { statusOf } from '../errors/reasons.js';
 import { ProxyError, upstreamReason } from '../errors/proxy-error.js';
 import { rejectRequest } from '../errors/reject.js';
 import { AccessRecord } from '../logging/access-record.js';
@@ -93,14 +92,13 @@ export class HttpExchange implements Dispatcher.DispatchHandler {
   closed(): void {
     const { rt, record, res } = this;
     rt.active--;
-    // Gone before any answer (say, while its upload was held for DLP): the client's doing, not an
-    // allow, and not a failure of ours (the abort below reaches fail() with the same reason).
-    if (!res.headersSent && record.reason === 'allowed') {
-      record.decision = 'error';
-      record.reason = 'client_aborted';
-      record.status = statusOf('client_aborted');
+    if (!res.writableFinished) {
+      const gone = new ProxyError('client_aborted', 'client closed');
+      // Gone before any answer (say, while its upload was held for DLP): the client's doing, not an
+      // allow, and not a failure of ours (the abort reaches fail() with the same reason).
+      if (!res.headersSent && record.reason === 'allowed') record.fail(gone, rt.logger);
+      this.controller?.abort(gone);
     }
-    if (!res.writableFinished) this.controller?.abort(new ProxyError('client_aborted', 'client closed'));
     record.bytes_in = this.socket.bytesRead - this.inAt;
     record.bytes_out = this.socket.bytesWritten - this.outAt;
     if (record.status === 0) record.status = res.statusCode;
