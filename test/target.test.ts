@@ -142,6 +142,7 @@ describe('access-log serialisation', () => {
   it('reuses no piece of an earlier line whose values differ', async () => {
     const { AccessRecord } = await import('../src/logging/access-record.js');
     const { ANONYMOUS } = await import('../src/identity/principal.js');
+    type Device = import('../src/identity/principal.js').Device;
     const socket = { remoteAddress: '127.0.0.1', remotePort: 4000 } as unknown as import('node:net').Socket;
     const req = (method: string) => ({ socket, method, headers: {} }) as unknown as import('node:http').IncomingMessage;
     const alice = Object.freeze({ method: 'token' as const, user: 'alice', groups: Object.freeze(['eng']) });
@@ -153,19 +154,47 @@ describe('access-log serialisation', () => {
       (r) => r.identify(alice, undefined, undefined),
       (r) => { r.identify(alice, undefined, undefined); r.groups = 'eng,ops'; },
       (r) => { r.identify(ANONYMOUS, undefined, undefined); r.kind = 'websocket'; r.client_ip = '127.0.0.9'; },
+      (r) => r.identify(alice, { id: 'laptop-1' } as Device, ['managed']),
+      (r) => r.identify(alice, { id: 'laptop-2' } as Device, ['managed']),
+      (r) => r.identify(alice, { id: 'laptop-2' } as Device, ['managed', 'corp']),
+      // One field of the target at a time.
+      (r) => Object.assign(r, { method: 'PUT', scheme: 'http', host: 'c.example', port: 443 }),
+      (r) => Object.assign(r, { method: 'PUT', scheme: 'http', host: 'c.example', port: 8443 }),
+      (r) => Object.assign(r, { method: 'PUT', scheme: 'https', host: 'c.example', port: 8443 }),
+      // The client's address alone, then the egress address alone.
+      (r) => Object.assign(r, { kind: 'http', client_ip: '127.0.0.10' }),
+      (r) => Object.assign(r, { egress_node: 'n1', egress_ip: '127.0.0.5' }),
+      (r) => Object.assign(r, { egress_node: 'n1', egress_ip: '127.0.0.6' }),
+      (r) => Object.assign(r, { egress_node: 'n2', egress_ip: '127.0.0.6' }),
     ];
     for (const v of variants) {
       const rec = AccessRecord.forRequest('http', req(lines.length % 2 ? 'POST' : 'GET'));
       v(rec);
       lines.push(JSON.parse(rec.serialise('{"level":"info"')) as Record<string, unknown>);
     }
-    expect(lines.map((l) => [l.method, l.host, l.port, l.rule, l.decision, l.resolved_ip, l.auth, l.user, l.groups, l.kind, l.client_ip])).toEqual([
+    expect(lines.slice(0, 12).map((l) => [l.method, l.host, l.port, l.rule, l.decision, l.resolved_ip, l.auth, l.user, l.groups, l.kind, l.client_ip])).toEqual([
       ['GET', 'a.example', 80, 'r1', 'allow', '127.0.0.2', 'anonymous', undefined, undefined, 'http', '127.0.0.1'],
       ['POST', 'a.example', 81, 'r1', 'allow', '127.0.0.3', 'anonymous', undefined, undefined, 'http', '127.0.0.1'],
       ['GET', 'b.example', 81, 'r2', 'deny', '127.0.0.3', 'anonymous', undefined, undefined, 'http', '127.0.0.1'],
       ['POST', undefined, undefined, undefined, 'error', undefined, 'token', 'alice', 'eng', 'http', '127.0.0.1'],
       ['GET', undefined, undefined, undefined, 'error', undefined, 'token', 'alice', 'eng,ops', 'http', '127.0.0.1'],
       ['POST', undefined, undefined, undefined, 'error', undefined, 'anonymous', undefined, undefined, 'websocket', '127.0.0.9'],
+      ['GET', undefined, undefined, undefined, 'error', undefined, 'token', 'alice', 'eng', 'http', '127.0.0.1'],
+      ['POST', undefined, undefined, undefined, 'error', undefined, 'token', 'alice', 'eng', 'http', '127.0.0.1'],
+      ['GET', undefined, undefined, undefined, 'error', undefined, 'token', 'alice', 'eng', 'http', '127.0.0.1'],
+      ['PUT', 'c.example', 443, undefined, 'error', undefined, 'anonymous', undefined, undefined, 'http', '127.0.0.1'],
+      ['PUT', 'c.example', 8443, undefined, 'error', undefined, 'anonymous', undefined, undefined, 'http', '127.0.0.1'],
+      ['PUT', 'c.example', 8443, undefined, 'error', undefined, 'anonymous', undefined, undefined, 'http', '127.0.0.1'],
+    ]);
+    expect(lines.slice(9, 12).map((l) => [l.method, l.scheme, l.host, l.port])).toEqual([
+      ['PUT', 'http', 'c.example', 443], ['PUT', 'http', 'c.example', 8443], ['PUT', 'https', 'c.example', 8443],
+    ]);
+    expect(lines.slice(5, 9).map((l) => [l.device_id, l.device_trust])).toEqual([
+      [undefined, undefined], ['laptop-1', 'managed'], ['laptop-2', 'managed'], ['laptop-2', 'managed,corp'],
+    ]);
+    expect(lines.slice(11).map((l) => [l.client_ip, l.egress_node, l.egress_ip])).toEqual([
+      ['127.0.0.1', undefined, undefined], ['127.0.0.10', undefined, undefined], ['127.0.0.1', 'n1', '127.0.0.5'], ['127.0.0.1', 'n1', '127.0.0.6'],
+      ['127.0.0.1', 'n2', '127.0.0.6'],
     ]);
   });
 });

@@ -31,16 +31,10 @@ interface Piece {
   s: Buffer | undefined;
 }
 const piece = (): Piece => ({ a: undefined, b: undefined, c: undefined, d: undefined, e: undefined, s: undefined });
-/** True when `p` was built from these values; otherwise `p` takes them and the caller rebuilds `p.s`. */
-function same(p: Piece, a: unknown, b: unknown, c: unknown, d: unknown, e: unknown): boolean {
-  if (p.s !== undefined && p.a === a && p.b === b && p.c === c && p.d === d && p.e === e) return true;
-  p.a = a;
-  p.b = b;
-  p.c = c;
-  p.d = d;
-  p.e = e;
-  return false;
-}
+// Each piece compares its own fields in place, not through one shared helper: V8 keeps type
+// feedback per comparison in the source, and a helper comparing strings, numbers, buffers and
+// undefined alike sent every comparison through the generic equality builtin (0.2% of the
+// proxy's CPU in a profile).
 // One of each: consecutive requests mostly share them (a miss costs what building the piece costs).
 const connPiece = piece();
 const targetPiece = piece();
@@ -62,7 +56,13 @@ const EMPTY: Buffer = Buffer.alloc(0);
 const identityPieces = new WeakMap<Principal, { groups: string | undefined; s: Buffer }>();
 /** `a` to `e` joined, kept in `p` while they stay the same objects: one copy per line instead of several. */
 function join(p: Piece, a: Buffer, b: Buffer, c: Buffer, d: Buffer, e: Buffer): Buffer {
-  return same(p, a, b, c, d, e) ? p.s! : (p.s = Buffer.concat([a, b, c, d, e]));
+  if (p.s !== undefined && p.a === a && p.b === b && p.c === c && p.d === d && p.e === e) return p.s;
+  p.a = a;
+  p.b = b;
+  p.c = c;
+  p.d = d;
+  p.e = e;
+  return (p.s = Buffer.concat([a, b, c, d, e]));
 }
 // The prefix and the client's connection; then, after the client's port, the rest that repeats.
 const head = piece();
@@ -131,13 +131,20 @@ export function encodeLine(r: AccessRecord, out: LineBytes, prefix: AccessPrefix
 
 function connPieceOf(r: AccessRecord): Buffer {
   const p = connPiece;
-  if (same(p, r.kind, r.listener, r.client_ip, undefined, undefined)) return p.s!;
+  if (p.s !== undefined && p.a === r.kind && p.b === r.listener && p.c === r.client_ip) return p.s;
+  p.a = r.kind;
+  p.b = r.listener;
+  p.c = r.client_ip;
   return (p.s = bytes(`,"kind":"${r.kind}","listener":"${r.listener}"${r.client_ip === undefined ? '' : `,"client_ip":"${r.client_ip}"`}`));
 }
 
 function targetPieceOf(r: AccessRecord): Buffer {
   const p = targetPiece;
-  if (same(p, r.method, r.scheme, r.host, r.port, undefined)) return p.s!;
+  if (p.s !== undefined && p.a === r.method && p.b === r.scheme && p.c === r.host && p.d === r.port) return p.s;
+  p.a = r.method;
+  p.b = r.scheme;
+  p.c = r.host;
+  p.d = r.port;
   return (p.s = bytes(`${opt('method', r.method, 32)}${r.scheme === undefined ? '' : `,"scheme":"${r.scheme}"`}${opt('host', r.host, 256)}` +
     `${r.port === undefined ? '' : `,"port":${r.port}`}`));
 }
@@ -157,14 +164,21 @@ function urlPieceOf(r: AccessRecord): UrlPiece {
 
 function upstreamPieceOf(r: AccessRecord): Buffer {
   const p = upstreamPiece;
-  if (same(p, r.resolved_ip, r.egress_node, r.egress_ip, undefined, undefined)) return p.s!;
+  if (p.s !== undefined && p.a === r.resolved_ip && p.b === r.egress_node && p.c === r.egress_ip) return p.s;
+  p.a = r.resolved_ip;
+  p.b = r.egress_node;
+  p.c = r.egress_ip;
   return (p.s = bytes(`${r.resolved_ip === undefined ? '' : `,"resolved_ip":"${r.resolved_ip}"`}${opt('egress_node', r.egress_node, 256)}` +
     `${r.egress_ip === undefined ? '' : `,"egress_ip":"${r.egress_ip}"`}`));
 }
 
 function decisionPieceOf(r: AccessRecord): Buffer {
   const p = decisionPiece;
-  if (same(p, r.decision, r.reason, r.rule, r.policy_version, undefined)) return p.s!;
+  if (p.s !== undefined && p.a === r.decision && p.b === r.reason && p.c === r.rule && p.d === r.policy_version) return p.s;
+  p.a = r.decision;
+  p.b = r.reason;
+  p.c = r.rule;
+  p.d = r.policy_version;
   return (p.s = bytes(`,"decision":"${r.decision}","reason":"${r.reason}"${opt('rule', r.rule, 256)}` +
     `${r.policy_version === undefined ? '' : `,"policy_version":"${r.policy_version}"`}`));
 }
@@ -175,7 +189,12 @@ function identityPieceOf(r: AccessRecord): Buffer {
   const own = p !== undefined && r.auth === p.method && r.user === p.user && r.email === p.email && r.service === p.service;
   if (!own) {
     const q = identityPiece;
-    if (same(q, r.auth, r.user, r.email, r.groups, r.service)) return q.s!;
+    if (q.s !== undefined && q.a === r.auth && q.b === r.user && q.c === r.email && q.d === r.groups && q.e === r.service) return q.s;
+    q.a = r.auth;
+    q.b = r.user;
+    q.c = r.email;
+    q.d = r.groups;
+    q.e = r.service;
     return (q.s = bytes(identityText(r)));
   }
   let c = identityPieces.get(p);
@@ -192,7 +211,9 @@ function identityText(r: AccessRecord): string {
 
 function devicePieceOf(r: AccessRecord): Buffer {
   const p = devicePiece;
-  if (same(p, r.device_id, r.device_trust, undefined, undefined, undefined)) return p.s!;
+  if (p.s !== undefined && p.a === r.device_id && p.b === r.device_trust) return p.s;
+  p.a = r.device_id;
+  p.b = r.device_trust;
   return (p.s = bytes(`${opt('device_id', r.device_id, 256)}${opt('device_trust', r.device_trust, 256)}`));
 }
 

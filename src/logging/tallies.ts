@@ -81,13 +81,18 @@ export class HistogramTally {
     });
   }
 
+  private lastLabel: string | undefined;
+  private lastSeries: { counts: Float64Array; sum: number; count: number } | undefined;
+
   /** Records one observation for label value `v`. */
   observe(v: string, x: number): void {
-    let s = this.series.get(v);
+    let s = v === this.lastLabel ? this.lastSeries : this.series.get(v);
     if (s === undefined) {
       s = { counts: new Float64Array(this.buckets.length), sum: 0, count: 0 };
       this.series.set(v, s);
     }
+    this.lastLabel = v;
+    this.lastSeries = s;
     s.sum += x;
     s.count++;
     const b = this.buckets;
