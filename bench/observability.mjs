@@ -10,7 +10,9 @@
 // order. Then each pair is loaded at the same time on the one core it shares. Target, for each
 // destination: the full proxy serves at least 95% as many requests as its quiet partner when they
 // share a core (the steadier measure; one at a time is shown too).
-//   npm run build && node bench/observability.mjs [--seconds 10] [--rounds 4] [--log-dir DIR (default: the temp dir)] [--no-pin]
+// With --control, a third pair of two quiet processes measures the measure itself: what it
+// reports when there is no difference at all (its own bias and spread, in the same run).
+//   npm run build && node bench/observability.mjs [--seconds 10] [--rounds 4] [--log-dir DIR (default: the temp dir)] [--no-pin] [--control]
 import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -21,7 +23,7 @@ import { fmt, medianInterval, ratio, targetLines } from './lib/report.mjs';
 import { makeCert, ORIGIN_HOST, squidVersion, startOrigin, startProxy, startSquid, stop } from './lib/servers.mjs';
 import { wrk } from './lib/wrk.mjs';
 
-const { values: opt } = parseArgs({ options: { seconds: { type: 'string', default: '10' }, rounds: { type: 'string', default: '4' }, 'log-dir': { type: 'string' }, pin: { type: 'boolean', default: true } }, allowNegative: true });
+const { values: opt } = parseArgs({ options: { seconds: { type: 'string', default: '10' }, rounds: { type: 'string', default: '4' }, 'log-dir': { type: 'string' }, pin: { type: 'boolean', default: true }, control: { type: 'boolean', default: false } }, allowNegative: true });
 const SECONDS = Math.min(60, Number(opt.seconds));
 // Each process settles into its own speed (identical ones differ by up to 15%), so more rounds of
 // fresh processes, rather than longer ones, are what narrow the result.
@@ -55,6 +57,8 @@ async function main() {
   const CONFIGS = {
     'quiet-file': quiet,
     'quiet-stdout': quiet,
+    'quiet-control': quiet,
+    control: quiet,
     file: (logDir) => ({ log: `{level: info, stdout: false, file: {path: ${join(logDir, 'access.log')}, rotate_bytes: 67108864, keep: 2}}`, configLines: ['metrics: {enabled: true}'] }),
     stdout: (logDir) => ({ log: '{level: info}', configLines: ['metrics: {enabled: true}'], stdout: join(logDir, 'stdout.fifo') }),
   };
@@ -84,6 +88,7 @@ async function main() {
   let scrapes = 0;
   const lines = { file: 0, stdout: 0 };
   const FULL = ['file', 'stdout'];
+  const PAIRS = opt.control ? [...FULL, 'control'] : FULL;
   /** One measurement, one process at a time, with the whole core. */
   const alone = async (key, port, pid, round) => {
     await sleep(1000);
@@ -103,14 +108,14 @@ async function main() {
     for (const [key, port, pid] of round % 2 === 1 ? scale : [...scale].reverse()) await alone(key, port, pid, round);
     // Each full proxy gets a quiet partner of its own, started with it and loaded as it is: a
     // quiet process shared by both pairs served 5% more in whichever pair came second.
-    for (const k of round % 2 === 1 ? FULL : [...FULL].reverse()) {
+    for (const k of round % 2 === 1 ? PAIRS : [...PAIRS].reverse()) {
       const q = `quiet-${k}`;
       // Start order and run order alternate (ABBA), so neither proxy always goes first.
       const pair = round % 2 === 1 ? [await startOne(q), await startOne(k)] : [await startOne(k), await startOne(q)];
       const full = pair.find((p) => p.key === k);
       const quiet = pair.find((p) => p.key === q);
       // Prometheus would scrape too: once a second, bounded by the round's length.
-      let scraping = true;
+      let scraping = k !== 'control';
       const scraper = (async () => {
         while (scraping && scrapes < 10_000) {
           const r = await fetch(`http://127.0.0.1:${full.admin}/metrics`).catch(() => undefined);
@@ -145,7 +150,9 @@ async function main() {
       }
       // The full proxy really wrote its lines: count them (the file and its rotations; all lines
       // the reader of stdout saw, the proxy's few own messages among them).
-      if (k === 'file') {
+      if (k === 'control') {
+        // Nothing written: both are quiet.
+      } else if (k === 'file') {
         for (const f of readdirSync(full.logDir).filter((n) => n.startsWith('access.log'))) {
           lines.file += readFileSync(join(full.logDir, f), 'utf8').split('\n').filter((l) => l.includes('"type":"access"')).length;
         }
@@ -167,12 +174,12 @@ async function main() {
   console.log('one at a time (the whole core each):');
   console.log(['', 'req/s', 'p99 ms', 'proxy CPU us/req', 'rounds req/s'].join('\t'));
   for (const [k, v] of Object.entries(m)) console.log([k, fmt(v.rps), fmt(v.p99_ms, 2), fmt(v.cpu_us_per_req, 1), v.rounds.join(' ')].join('\t'));
-  for (const k of FULL) {
+  for (const k of PAIRS) {
     console.log(`per round, ${k}/quiet: req/s ${paired(k, 'rps').map((x) => fmt(x, 3)).join(' ')}; CPU per request ${paired(k, 'cpu_us_per_req').map((x) => fmt(x, 3)).join(' ')}`);
   }
   console.log(`file/direct req/s ${fmt(ratio(m.file.rps, m.direct.rps), 2)}${m.squid ? `; file/squid ${fmt(ratio(m.file.rps, m.squid.rps), 2)}` : ''}`);
   console.log('\nsharing a core (quiet and one full proxy loaded at once), per round, full/quiet:');
-  for (const k of FULL) {
+  for (const k of PAIRS) {
     console.log(`${k}: requests ${shared[k].map((x) => fmt(x.served, 3)).join(' ')}; CPU per request ${shared[k].map((x) => fmt(x.cpu, 3)).join(' ')}`);
   }
   const errors = Object.values(shared).flat().reduce((a, r) => a + r.errors, 0) + Object.values(m).reduce((a, v) => a + v.errors, 0);
@@ -191,6 +198,12 @@ async function main() {
       { name: `  (for reference) CPU per request, ${k} vs quiet, ${pinned ? 'sharing a core' : 'loaded at once'}`, value: `${cpuCost >= 0 ? '+' : ''}${fmt(cpuCost * 100, 1)}%`, status: 'info' },
     ];
   });
+  if (opt.control) {
+    // Two quiet processes: a perfect measure would say 0%. What it says is its own floor.
+    const c = shared.control.map((x) => 1 - x.served);
+    const [lo, hi] = medianInterval(c);
+    targets.push({ name: 'the measure itself: quiet vs quiet, sharing a core (no difference to find)', value: `${fmt(median(c) * 100, 1)}% (95% interval ${fmt(lo * 100, 1)}–${fmt(hi * 100, 1)}%)`, status: 'info' });
+  }
   console.log(`\ntargets:\n${targetLines(targets)}`);
 }
 
