@@ -52,6 +52,9 @@ export class ProxyMetrics {
   private readonly authFailures: CounterTally;
   private readonly dlp: CounterTally;
   private readonly detectors = new Set<string>();
+  // The last request's labels and their tally: consecutive requests mostly share them, and then
+  // one comparison per label replaces the rule-set check and the walk down the tally's maps.
+  private last: { kind: string; decision: string; reason: string; rule: string | undefined; tally: { n: number } } | undefined;
 
   constructor(sources: MetricSources, o: { defaultMetrics?: boolean } = {}) {
     const registers = [this.registry];
@@ -95,10 +98,6 @@ export class ProxyMetrics {
     cumulative('egress_proxy_logs_dropped_total', 'Access-log lines dropped (log.when_full: drop).', () => sources.log()?.dropped_lines);
     cumulative('egress_proxy_log_refused_requests_total', 'Requests refused because the access log was backlogged (log.when_full: fail_closed).', () => sources.log()?.refused_requests);
   }
-
-  // The last request's labels and their tally: consecutive requests mostly share them, and then
-  // one comparison per label replaces the rule-set check and the walk down the tally's maps.
-  private last: { kind: string; decision: string; reason: string; rule: string | undefined; tally: { n: number } } | undefined;
 
   /** Counts one finished request or tunnel (an access observer: cheap, never throws). */
   readonly observe = (rec: AccessRecord): void => {

@@ -60,6 +60,9 @@ export class CounterTally {
 /** A histogram per value of one label (a small fixed set, e.g. the exchange kind). */
 export class HistogramTally {
   private readonly series = new Map<string, { counts: Float64Array; sum: number; count: number }>();
+  // The last label value's series: consecutive observations mostly share it.
+  private lastLabel: string | undefined;
+  private lastSeries: { counts: Float64Array; sum: number; count: number } | undefined;
 
   constructor(registry: Registry, name: string, help: string, label: string, private readonly buckets: readonly number[]) {
     register(registry, {
@@ -80,9 +83,6 @@ export class HistogramTally {
       },
     });
   }
-
-  private lastLabel: string | undefined;
-  private lastSeries: { counts: Float64Array; sum: number; count: number } | undefined;
 
   /** Records one observation for label value `v`. */
   observe(v: string, x: number): void {
