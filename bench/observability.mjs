@@ -150,14 +150,12 @@ async function main() {
       }
       // The full proxy really wrote its lines: count them (the file and its rotations; all lines
       // the reader of stdout saw, the proxy's few own messages among them).
-      if (k === 'control') {
-        // Nothing written: both are quiet.
-      } else if (k === 'file') {
+      if (k === 'file') {
         for (const f of readdirSync(full.logDir).filter((n) => n.startsWith('access.log'))) {
           lines.file += readFileSync(join(full.logDir, f), 'utf8').split('\n').filter((l) => l.includes('"type":"access"')).length;
         }
         if (opt['log-dir']) rmSync(full.logDir, { recursive: true, force: true });
-      } else {
+      } else if (k === 'stdout') {
         lines.stdout += await full.reader.count;
       }
     }
